@@ -1,0 +1,3 @@
+from t2ictl.cli import main
+
+main()

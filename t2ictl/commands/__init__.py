@@ -1,0 +1,1 @@
+"""One module per CLI command: each holds the Typer function that parses options and calls the library."""

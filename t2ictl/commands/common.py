@@ -1,0 +1,52 @@
+"""Options and resolution steps several commands share: recipe + overrides, data folder, run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from t2ictl import recipes
+from t2ictl.errors import UserError
+
+RECIPE_HELP = "A recipe name (see `t2ictl recipes`) or a path to a .toml file; with --resume, defaults to the run's."
+DATA_HELP = "Prepared data folder [default: the recipe's data.dir, else data/DATASET]."
+RUN_DIR_HELP = "Run directory [default: runs/RECIPE]."
+SET_HELP = "Override a recipe value: section.key=value (repeatable), e.g. --set data.batch_size=16."
+RESUME_HELP = "Continue the run in --run-dir from its latest checkpoint (exact step, optimizer state)."
+
+RecipeOption = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP)
+DataOption = typer.Option(None, "--data", help=DATA_HELP)
+RunDirOption = typer.Option(None, "--run-dir", help=RUN_DIR_HELP)
+SetOption = typer.Option(None, "--set", help=SET_HELP)
+ResumeOption = typer.Option(False, "--resume", help=RESUME_HELP)
+
+
+def resolve_recipe(recipe: Optional[str], run_dir: Optional[Path], overrides: Optional[List[str]],
+                   resume: bool) -> recipes.Recipe:
+    if recipe is None:
+        saved = run_dir / "recipe.toml" if run_dir else None
+        if resume and saved is not None and saved.exists():
+            return recipes.load_recipe(str(saved), overrides or [])
+        raise UserError("pass --recipe NAME (see `t2ictl recipes`), or --resume with the --run-dir of a run")
+    return recipes.load_recipe(recipe, overrides or [])
+
+
+def resolve_data(recipe: recipes.Recipe, data: Optional[Path]) -> tuple[Path, dict]:
+    from t2ictl.data.prepare import load_manifest
+
+    data_dir = data or recipe.data.path
+    if not data_dir.is_dir():
+        raise UserError(f"data folder {data_dir} does not exist; run `t2ictl prepare {recipe.data.dataset}` "
+                        "or pass --data DIR")
+    manifest = load_manifest(data_dir)
+    if manifest["dataset"] != recipe.data.dataset:
+        raise UserError(f"{data_dir} holds {manifest['dataset']} but the recipe trains on {recipe.data.dataset}; "
+                        "pass the matching --data or --set data.dataset=...")
+    return data_dir, manifest
+
+
+def missing_encoders(folder: Path) -> None:
+    raise UserError(f"train.encoders points at {folder}, which does not exist; pass a pretraining run directory "
+                    "(t2ictl pretrain --run-dir DIR) or leave it empty to pretrain in this run")

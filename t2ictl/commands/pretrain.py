@@ -1,0 +1,35 @@
+"""`t2ictl pretrain`: phase 1, the DAMSM encoders with label-guided supervised contrastive learning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from t2ictl.commands import common
+from t2ictl.console import console, table
+
+
+def pretrain(
+    recipe: Optional[str] = common.RecipeOption,
+    data: Optional[Path] = common.DataOption,
+    run_dir: Optional[Path] = common.RunDirOption,
+    set_: Optional[List[str]] = common.SetOption,
+    resume: bool = common.ResumeOption,
+) -> None:
+    """Pretrain the text and image encoders (DAMSM + supervised contrast over two weight-sharing branches).
+
+    The run directory ends up with the encoders the GAN phase loads (encoders/). With contrastive.enabled = false
+    this is plain DAMSM pretraining, the paper's baseline.
+    """
+    from t2ictl.training.pretrain import pretrain as run_pretraining
+    from t2ictl.training.run_dir import default_run_dir, open_run
+
+    resolved = common.resolve_recipe(recipe, run_dir, set_, resume)
+    data_dir, manifest = common.resolve_data(resolved, data)
+    run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "pretrain", resume)
+    metrics = run_pretraining(resolved, data_dir, manifest, run)
+    if metrics:
+        console.print(table("pretraining result (held-out split)", ["metric", "value"], sorted(metrics.items())))
+    console.print(f"encoders written to {run.encoders}")

@@ -1,0 +1,41 @@
+"""`t2ictl train`: phase 2, the GAN with the supervised contrastive framework (pretraining first if needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from t2ictl.commands import common
+from t2ictl.console import console, table
+
+
+def train(
+    recipe: Optional[str] = common.RecipeOption,
+    data: Optional[Path] = common.DataOption,
+    run_dir: Optional[Path] = common.RunDirOption,
+    set_: Optional[List[str]] = common.SetOption,
+    resume: bool = common.ResumeOption,
+) -> None:
+    """Train the recipe's GAN backbone on the frozen pretrained encoders.
+
+    The encoders come from train.encoders (another run) or this run's encoders/; when neither exists, the pretraining
+    phase of the same recipe runs first in this run directory, so one command does both phases. Sample grids go to
+    RUN/samples/, scalars and images to RUN/logs/ (TensorBoard).
+    """
+    from t2ictl.training import gan, pretrain
+    from t2ictl.training.run_dir import default_run_dir, open_run
+
+    resolved = common.resolve_recipe(recipe, run_dir, set_, resume)
+    data_dir, manifest = common.resolve_data(resolved, data)
+    run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "train", resume)
+    encoders = gan.encoders_folder(resolved, run)
+    if resolved.train.encoders and not encoders.is_dir():
+        common.missing_encoders(encoders)
+    if not resolved.train.encoders and not (encoders / pretrain.ENCODERS_INFO).exists():
+        console.print(f"no pretrained encoders in {encoders}: running phase 1 (pretrain) first")
+        open_run(run.path, resolved, data_dir, "pretrain", resume)
+        pretrain.pretrain(resolved, data_dir, manifest, run)
+    metrics = gan.train(resolved, data_dir, manifest, run)
+    if metrics:
+        console.print(table("training result (held-out captions)", ["metric", "value"], sorted(metrics.items())))
+    console.print(f"run: {run.path}   sample with: t2ictl sample \"a caption\" --run {run.path}")

@@ -1,0 +1,1 @@
+"""Data: dataset sources, the TFRecord schema, the vocabulary and the tf.data input pipeline."""

@@ -1,0 +1,89 @@
+"""`t2ictl export`: a run's EMA generator and text encoder as one SavedModel that maps caption strings to images.
+
+Signatures (loadable with tf.saved_model.load or tensorflow_hub.load, no t2ictl needed):
+  serving_default(captions: string[N], seed: int64[], truncation: float32[]) -> {"images": uint8[N, S, S, 3]}
+  with_noise(captions: string[N], noise: float32[N, noise_dim]) -> {"images": uint8[N, S, S, 3]}
+Tokenisation runs in the graph with the run's vocabulary; noise from a seed is drawn as `t2ictl sample` draws it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import tensorflow as tf
+
+from t2ictl import fileio
+from t2ictl.data.vocab import GraphTokenizer
+from t2ictl.errors import UserError
+from t2ictl.sampling import noise, to_uint8
+
+
+class TextToImage(tf.Module):
+    def __init__(self, tokenizer: GraphTokenizer, text_encoder, generator, noise_dim: int):
+        super().__init__(name="t2ictl")
+        self.table = tokenizer.table  # tracked so the vocabulary is saved with the model
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+        self.generator = generator
+        self.noise_dim = noise_dim
+        captions = tf.TensorSpec([None], tf.string, name="captions")
+        self.generate = tf.function(self._generate, input_signature=[
+            captions, tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.float32, name="truncation")])
+        self.generate_with_noise = tf.function(self._images, input_signature=[
+            captions, tf.TensorSpec([None, noise_dim], tf.float32, name="noise")])
+
+    def _generate(self, captions, seed, truncation):
+        return self._images(captions, noise(tf.shape(captions)[0], self.noise_dim, seed, truncation))
+
+    def _images(self, captions, z):
+        tokens, _ = self.tokenizer.ids(captions)
+        text = self.text_encoder(tokens, training=False)
+        mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
+        out = self.generator({"noise": z, "words": text["words"], "sentence": text["sentence"], "mask": mask},
+                             training=False)
+        return {"images": to_uint8(out["images"][-1])}
+
+
+def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
+    from t2ictl.training.gan import generator_from_run
+    from t2ictl.training.run_dir import RunDir
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    run = RunDir(Path(run_dir))
+    sampler, recipe, backbone = generator_from_run(run)
+    module = TextToImage(GraphTokenizer(run.vocab(), recipe.data.max_words), sampler.text_encoder,
+                         sampler.generator, backbone.noise_dim)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tf.saved_model.save(module, str(staging), signatures={
+            "serving_default": module.generate.get_concrete_function(),
+            "with_noise": module.generate_with_noise.get_concrete_function(),
+        })
+        extra = staging / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        shutil.copyfile(run.recipe_file, extra / "recipe.toml")
+        shutil.copyfile(run.vocab_file, extra / "vocab.json")
+        fileio.write_json(extra / "model.json", {"noise_dim": backbone.noise_dim, "image_size": recipe.data.image_size,
+                                                 "backbone": recipe.model.backbone, "max_words": recipe.data.max_words})
+        _replace_dir(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder `new` at `target`; an existing target is moved aside first and removed only afterwards."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Keras models: the pretraining encoders and the GAN backbones."""

@@ -1,0 +1,26 @@
+"""Backbones by recipe name. A new backbone is one module here and one line in BACKBONES."""
+
+from __future__ import annotations
+
+import importlib
+
+from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, TextFeatures
+
+BACKBONES = {
+    "dfgan": "t2ictl.models.backbones.dfgan:DFGAN",
+    "attngan": "t2ictl.models.backbones.attngan:AttnGAN",
+}
+
+
+def backbone_class(name: str) -> type[Backbone]:
+    if name not in BACKBONES:
+        raise ValueError(f"backbone: {name!r} is not one of {', '.join(BACKBONES)}")
+    module, _, cls = BACKBONES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def config_class(name: str) -> type[BackboneConfig]:
+    return backbone_class(name).config_class
+
+
+__all__ = ["Backbone", "BackboneConfig", "Encoders", "TextFeatures", "BACKBONES", "backbone_class", "config_class"]

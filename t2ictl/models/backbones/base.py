@@ -1,0 +1,104 @@
+"""The small interface through which a GAN architecture plugs into training, sampling and export.
+
+A backbone builds its generator and discriminator(s), its optimizers, and says how its losses are computed. It knows
+nothing of the contrastive framework: the GAN phase (t2ictl/training/gan.py) runs it on the merged batch of both branches
+and adds the supervised contrastive term to the generator loss.
+
+Conventions shared by every backbone:
+- text features come from the frozen pretrained text encoder: `TextFeatures(words [B,T,D], sentence [B,D], mask [B,T])`
+  with mask 1.0 at real tokens and 0.0 at padding;
+- images are float [-1, 1], NHWC; `real` maps each image size the backbone uses to a [B,S,S,3] batch (the pipeline gives
+  the recipe's data.image_size and data.extra_sizes);
+- the generator is a keras.Model called as `generator({"noise", "words", "sentence", "mask"}, training=...)` that
+  returns a dict with "images": the images of every stage, smallest first, the last one at data.image_size, plus any
+  auxiliary outputs its loss needs (AttnGAN: "mu", "logvar" of conditioning augmentation). All randomness of the
+  generator comes from "noise" [B, noise_dim] (AttnGAN's CA epsilon is part of it), so the same noise gives the same
+  images: sampling and export are reproducible from a seed;
+- a loss dict always has the key "loss" (what the optimizer minimises), other keys are reported as they are.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the recipe loader imports this module; TensorFlow is loaded by the backbones themselves
+    import keras
+    import tensorflow as tf
+
+
+@dataclass
+class BackboneConfig:
+    """Base of every backbone's recipe section `[model]`; `backbone` picks the class from the registry."""
+
+    backbone: str = "dfgan"
+
+    def validate(self) -> None:
+        pass
+
+    def image_sizes(self, image_size: int) -> list[int]:
+        """The image sizes the backbone trains on (AttnGAN: 64, 128, 256); the pipeline must provide them."""
+        return [image_size]
+
+
+@dataclass
+class TextFeatures:
+    words: tf.Tensor  # [B, T, D]
+    sentence: tf.Tensor  # [B, D]
+    mask: tf.Tensor  # [B, T] float, 1 at real tokens
+
+
+@dataclass
+class Encoders:
+    """The frozen pretrained encoders, for backbones whose losses use them (AttnGAN's DAMSM loss)."""
+
+    text: keras.Model
+    image: keras.Model
+
+
+class Backbone(abc.ABC):
+    config_class: type[BackboneConfig] = BackboneConfig
+
+    def __init__(self, config: BackboneConfig, image_size: int, text_dim: int, max_words: int,
+                 encoders: Encoders | None = None):
+        self.config = config
+        self.image_size = image_size
+        self.text_dim = text_dim
+        self.max_words = max_words
+        self.encoders = encoders
+
+    @property
+    @abc.abstractmethod
+    def noise_dim(self) -> int:
+        """Size of the generator's noise input, known from the config (before build)."""
+
+    generator: keras.Model
+    g_optimizer: keras.optimizers.Optimizer
+    d_optimizer: keras.optimizers.Optimizer
+
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Create self.generator (with build_generator), the discriminator(s), self.g_optimizer, self.d_optimizer."""
+
+    @abc.abstractmethod
+    def build_generator(self) -> keras.Model:
+        """A new generator with fresh weights (the GAN phase also uses it for the EMA copy)."""
+
+    @property
+    @abc.abstractmethod
+    def discriminator_variables(self) -> list:
+        """Trainable variables of every discriminator (and their heads)."""
+
+    @abc.abstractmethod
+    def trackables(self) -> dict:
+        """Models and optimizers to checkpoint (the generator, every discriminator, both optimizers)."""
+
+    @abc.abstractmethod
+    def discriminator_loss(self, real: dict[int, tf.Tensor], fake: list[tf.Tensor], text: TextFeatures) -> dict:
+        """Discriminator loss terms; `fake` is already cut from the generator's graph."""
+
+    @abc.abstractmethod
+    def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
+        """Generator loss terms (adversarial, and DAMSM / KL where the backbone has them); `generated` is the
+        generator's output dict. class_ids [B] int (-1: none) is for DAMSM's same-class masking."""

@@ -1,0 +1,113 @@
+"""Sampling: captions to images with a generator and the frozen text encoder, and PNG grids.
+
+Noise is a pure function of (seed, count, truncation), computed with stateless TensorFlow ops so that the exported
+SavedModel draws exactly the same noise in its graph. Truncation t > 0 draws from the standard normal truncated to
+[-t, t] by inverting the CDF (exact, no rejection loop); t = 0 means no truncation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from t2ictl import fileio
+from t2ictl.data.vocab import PAD_ID, Vocabulary
+from t2ictl.errors import UserError
+
+
+def noise(count, dim: int, seed, truncation=0.0) -> tf.Tensor:
+    """[count, dim] float32 noise; same (seed, count, dim, truncation), same values, in Python or in a graph."""
+    stateless_seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0x7431, tf.int64)])
+    shape = tf.stack([tf.cast(count, tf.int32), dim])
+    truncation = tf.cast(truncation, tf.float32)
+    plain = tf.random.stateless_normal(shape, seed=stateless_seed)
+    edge = tf.math.ndtr(-tf.maximum(truncation, 1e-3))
+    uniform = tf.random.stateless_uniform(shape, seed=stateless_seed, minval=0.0, maxval=1.0)
+    truncated = tf.math.ndtri(edge + uniform * (1.0 - 2.0 * edge))
+    return tf.where(truncation > 0.0, truncated, plain)
+
+
+def tokenize_captions(captions: list[str], vocab: Vocabulary, max_words: int) -> tuple[np.ndarray, list[list[str]]]:
+    """Token ids [N, max_words] (first max_words words) and the unknown words of each caption."""
+    tokens = np.full((len(captions), max_words), PAD_ID, np.int32)
+    unknown = []
+    for row, caption in enumerate(captions):
+        ids = vocab.encode(caption)
+        if not ids:
+            raise UserError(f"caption {caption!r} has no words")
+        if all(i == 1 for i in ids):
+            raise UserError(f"caption {caption!r} has only words the model does not know")
+        ids = ids[:max_words]
+        tokens[row, : len(ids)] = ids
+        unknown.append(vocab.unknown_words(caption))
+    return tokens, unknown
+
+
+def to_uint8(images) -> tf.Tensor:
+    """[-1, 1] floats to uint8 pixels (round half up, clipped)."""
+    return tf.cast(tf.clip_by_value(tf.round((tf.cast(images, tf.float32) + 1.0) * 127.5), 0, 255), tf.uint8)
+
+
+class Sampler:
+    def __init__(self, generator, text_encoder, vocab: Vocabulary, max_words: int, noise_dim: int):
+        self.generator, self.text_encoder = generator, text_encoder
+        self.vocab, self.max_words, self.noise_dim = vocab, max_words, noise_dim
+
+    def images_from_tokens(self, tokens, z) -> tf.Tensor:
+        text = self.text_encoder(tokens, training=False)
+        mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
+        out = self.generator({"noise": z, "words": text["words"], "sentence": text["sentence"], "mask": mask},
+                             training=False)
+        return to_uint8(out["images"][-1])
+
+    def sample(self, captions: list[str], per_caption: int, seed: int, truncation: float = 0.0,
+               batch_size: int = 64) -> np.ndarray:
+        """uint8 images [len(captions), per_caption, S, S, 3]; noise row r*per_caption+k goes to caption r."""
+        tokens, _ = tokenize_captions(captions, self.vocab, self.max_words)
+        tokens = np.repeat(tokens, per_caption, axis=0)
+        z = noise(len(tokens), self.noise_dim, seed, truncation)
+        chunks = [self.images_from_tokens(tokens[i:i + batch_size], z[i:i + batch_size]).numpy()
+                  for i in range(0, len(tokens), batch_size)]
+        images = np.concatenate(chunks)
+        return images.reshape(len(captions), per_caption, *images.shape[1:])
+
+
+def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
+    """[rows, cols, H, W, 3] uint8 -> one [rows*(H+pad)+pad, cols*(W+pad)+pad, 3] image on a white background."""
+    rows, cols, height, width, _ = images.shape
+    canvas = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad, 3), 255, np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            y, x = pad + r * (height + pad), pad + c * (width + pad)
+            canvas[y:y + height, x:x + width] = images[r, c]
+    return canvas
+
+
+def write_grid(path: Path, images: np.ndarray) -> None:
+    fileio.write_bytes(Path(path), tf.io.encode_png(grid(images)).numpy())
+
+
+class ExportedSampler:
+    """The Sampler interface over a model written by `t2ictl export`."""
+
+    def __init__(self, folder: Path):
+        import json
+
+        folder = Path(folder)
+        info_file = folder / "assets.extra" / "model.json"
+        if not info_file.exists():
+            raise UserError(f"{folder} is not a model written by `t2ictl export` ({info_file} missing)")
+        self.model = tf.saved_model.load(str(folder))
+        info = json.loads(info_file.read_text())
+        self.vocab = Vocabulary.load(folder / "assets.extra" / "vocab.json")
+        self.max_words, self.noise_dim = info["max_words"], info["noise_dim"]
+
+    def sample(self, captions: list[str], per_caption: int, seed: int, truncation: float = 0.0) -> np.ndarray:
+        tokenize_captions(captions, self.vocab, self.max_words)  # the same checks as in-process sampling
+        repeated = tf.constant([c for c in captions for _ in range(per_caption)])
+        images = self.model.signatures["serving_default"](
+            captions=repeated, seed=tf.constant(seed, tf.int64), truncation=tf.constant(truncation, tf.float32)
+        )["images"].numpy()
+        return images.reshape(len(captions), per_caption, *images.shape[1:])

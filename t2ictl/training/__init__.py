@@ -1,0 +1,1 @@
+"""Training: the run directory, the one loop both phases share, and the two phases."""

@@ -1,0 +1,200 @@
+"""Phase 2: a backbone's GAN trained on the frozen pretrained encoders, with the supervised contrastive framework.
+
+Both branches of the paired batch run the same generator and discriminator, which is one run on the merged batch
+[A; B]. Per step, as DF-GAN and AttnGAN do: the generator makes images once; the discriminator takes one step on them
+(cut from the generator's graph); then the generator takes one step against the updated discriminator. The framework
+encodes the final generated images of both branches with the frozen pretrained image encoder and adds
+gan_weight x SupCon(features, labels) to the generator loss. An EMA of the generator weights is kept for sampling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from t2ictl.data import pipeline
+from t2ictl.data.vocab import Vocabulary
+from t2ictl.errors import UserError
+from t2ictl.models import backbones
+from t2ictl.models.backbones.base import Encoders, TextFeatures
+from t2ictl.recipes import Recipe
+from t2ictl.training import branches, loop
+from t2ictl.training.loop import Phase
+from t2ictl.training.pretrain import load_encoders
+from t2ictl.training.run_dir import RunDir
+
+
+def text_features(text_encoder: keras.Model, tokens) -> TextFeatures:
+    """Frozen text features of token ids; padding positions have mask 0."""
+    out = text_encoder(tokens, training=False)
+    mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
+    return TextFeatures(tf.stop_gradient(out["words"]), tf.stop_gradient(out["sentence"]), mask)
+
+
+def build_backbone(recipe: Recipe, encoders: Encoders, text_dim: int) -> backbones.Backbone:
+    cls = backbones.backbone_class(recipe.model.backbone)
+    backbone = cls(recipe.model, recipe.data.image_size, text_dim, recipe.data.max_words, encoders)
+    needed = set(recipe.model.image_sizes(recipe.data.image_size)) - {recipe.data.image_size}
+    missing = sorted(needed - set(recipe.data.extra_sizes))
+    if missing:
+        raise UserError(f"backbone {recipe.model.backbone} trains at sizes {sorted(needed)} besides "
+                        f"{recipe.data.image_size}; add them to data.extra_sizes (missing {missing})")
+    return backbone
+
+
+def open_encoders(folder: Path, recipe: Recipe) -> tuple[Encoders, dict]:
+    text, image, info = load_encoders(folder)
+    for key, expected in (("max_words", recipe.data.max_words), ("image_size", recipe.data.image_size)):
+        if info[key] != expected:
+            raise UserError(f"the encoders in {folder} were pretrained with {key} = {info[key]}, the recipe has "
+                            f"{expected}; pretrain again or fix the recipe")
+    text.trainable = False
+    image.trainable = False
+    return Encoders(text, image), info
+
+
+class GANPhase(Phase):
+    name = "train"
+
+    def __init__(self, recipe: Recipe, vocab: Vocabulary, manifest: dict, data_dir: Path, run: RunDir,
+                 encoders_dir: Path):
+        self.recipe, self.vocab, self.manifest, self.data_dir, self.run = recipe, vocab, manifest, data_dir, run
+        self.encoders_dir = encoders_dir
+        self.paired = recipe.contrastive.enabled
+        self.multi_label = bool(manifest["multi_label"])
+        self.images_per_step = recipe.data.batch_size * (2 if self.paired else 1)
+
+    def build(self) -> None:
+        self.encoders, info = open_encoders(self.encoders_dir, self.recipe)
+        self.backbone = build_backbone(self.recipe, self.encoders, info["text_dim"])
+        self.backbone.build()
+        self.generator = self.backbone.generator
+        self.ema_generator = self.backbone.build_generator()
+        self.ema_generator.set_weights(self.generator.get_weights())
+        self.noise = tf.random.Generator.from_seed(self.recipe.runtime.seed)
+        self.sizes = sorted(self.recipe.model.image_sizes(self.recipe.data.image_size))
+
+    def trackables(self) -> dict:
+        return {**self.backbone.trackables(), "ema_generator": self.ema_generator, "noise": self.noise}
+
+    def train_step(self, batch) -> dict:
+        merged = branches.merge_branches(batch, self.paired)
+        text = text_features(self.encoders.text, merged["tokens"])
+        real = {size: merged["image" if size == self.recipe.data.image_size else f"image_{size}"]
+                for size in self.sizes}
+        count = tf.shape(merged["tokens"])[0]
+        noise = self.noise.normal([count, self.backbone.noise_dim])
+        class_ids = merged["class_id"]
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        g_vars = self.generator.trainable_variables
+        with tf.GradientTape(watch_accessed_variables=False) as g_tape:
+            g_tape.watch(g_vars)
+            generated = self.generator({"noise": noise, "words": text.words, "sentence": text.sentence,
+                                        "mask": text.mask}, training=True)
+            with g_tape.stop_recording():
+                d_terms = self.discriminator_step(real, generated["images"], text, replicas)
+            g_terms = self.backbone.generator_loss(generated, text, class_ids)
+            total = g_terms["loss"]
+            if self.paired:
+                g_terms["supcon"] = self.contrastive_loss(generated["images"][-1], merged)
+                total += self.recipe.contrastive.gan_weight * g_terms["supcon"]
+            scaled = total / replicas
+        grads = g_tape.gradient(scaled, g_vars)
+        self.backbone.g_optimizer.apply_gradients(zip(grads, g_vars))
+        report = {f"g_{k}" if k != "supcon" else k: v for k, v in g_terms.items()}
+        report["g_total"] = total
+        report.update({f"d_{k}": v for k, v in d_terms.items()})
+        return report
+
+    def discriminator_step(self, real, fake_images, text, replicas) -> dict:
+        d_vars = self.backbone.discriminator_variables
+        with tf.GradientTape() as d_tape:
+            terms = self.backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in fake_images], text)
+            scaled = terms["loss"] / replicas
+        grads = d_tape.gradient(scaled, d_vars)
+        self.backbone.d_optimizer.apply_gradients(zip(grads, d_vars))
+        return terms
+
+    def contrastive_loss(self, images, merged) -> tf.Tensor:
+        features = self.encoders.image(images, training=False)["global"]
+        return branches.contrastive_loss(features, merged, self.recipe, self.multi_label,
+                                         self.recipe.contrastive.gan_temperature)
+
+    def after_step(self) -> None:
+        decay = self.recipe.train.ema_decay
+        for average, weight in zip(self.ema_generator.weights, self.generator.weights):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+
+    def report(self, step: int) -> None:
+        from t2ictl import sampling
+
+        captions = held_out_captions(self.data_dir, self.recipe, self.vocab, self.recipe.train.sample_captions)
+        sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab, self.recipe.data.max_words,
+                                   self.backbone.noise_dim)
+        images = sampler.sample(captions, per_caption=4, seed=0)
+        path = self.run.path / "samples" / f"step-{step:07d}.png"
+        sampling.write_grid(path, images)
+        tf.summary.image("samples", sampling.grid(images)[None], step=step)
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.recipe.data.dataset.startswith("shapes"):
+            return {}
+        from t2ictl.evaluation.consistency import shapes_consistency
+        from t2ictl import sampling
+
+        sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab, self.recipe.data.max_words,
+                                   self.backbone.noise_dim)
+        return shapes_consistency(sampler, self.data_dir, self.recipe, self.vocab)
+
+    def export(self) -> None:
+        pass  # the EMA generator lives in the checkpoint; `t2ictl export` writes the servable model
+
+
+def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int) -> list[str]:
+    dataset = pipeline.eval_dataset(data_dir, recipe.data, vocab, split="test", batch_size=count, caption="first")
+    batch = next(iter(dataset))
+    return [c.decode("utf-8") for c in batch["caption"].numpy()]
+
+
+def encoders_folder(recipe: Recipe, run: RunDir) -> Path:
+    """Where the GAN phase takes its encoders: train.encoders (a run or an encoders/ folder), else this run's."""
+    if not recipe.train.encoders:
+        return run.encoders
+    folder = Path(recipe.train.encoders)
+    return folder / "encoders" if (folder / "encoders").is_dir() else folder
+
+
+def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
+          strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
+    """Run (or resume) phase 2 in `run`."""
+    keras.utils.set_random_seed(recipe.runtime.seed)
+    steps_per_epoch = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
+    config = recipe.train
+    schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                             log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                             keep_checkpoints=config.keep_checkpoints, report_every=config.sample_every)
+    phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, encoders_folder(recipe, run))
+    return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy)
+
+
+def generator_from_run(run: RunDir):
+    """(Sampler over the EMA generator of the run's latest training checkpoint, recipe, backbone)."""
+    from t2ictl.sampling import Sampler
+
+    recipe = run.recipe()
+    latest = tf.train.latest_checkpoint(str(run.checkpoints("train")))
+    if latest is None:
+        raise UserError(f"{run.path} has no trained generator (no checkpoint in {run.checkpoints('train')}); "
+                        "run `t2ictl train` first")
+    encoders, info = open_encoders(encoders_folder(recipe, run), recipe)
+    backbone = build_backbone(recipe, encoders, info["text_dim"])
+    generator = backbone.build_generator()
+    try:
+        tf.train.Checkpoint(ema_generator=generator).restore(latest).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as exc:
+        raise UserError(f"cannot restore the generator from {latest}: {str(exc).splitlines()[0]}") from None
+    sampler = Sampler(generator, encoders.text, run.vocab(), recipe.data.max_words, backbone.noise_dim)
+    return sampler, recipe, backbone

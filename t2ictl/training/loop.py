@@ -1,0 +1,178 @@
+"""The one training loop both phases share.
+
+A phase supplies models, optimizers and the body of one step; the loop owns the distribution strategy, the compiled
+step, checkpoints (keep-N, exact resume), TensorBoard scalars, the progress bar and the end-of-epoch evaluation.
+
+Exact resume: the checkpoint holds the step counter with every model and optimizer variable, and the input pipeline is
+a pure function of (seed, step), so a run stopped at step N and resumed continues with the batch it would have seen.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import tensorflow as tf
+
+from t2ictl.console import console, progress, table
+from t2ictl.errors import UserError
+from t2ictl.training.run_dir import RunDir
+
+
+class Phase(abc.ABC):
+    """What a training phase gives the loop."""
+
+    name: str
+    images_per_step: int  # images one global step consumes, for images/s
+
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Create models and optimizers (called inside the strategy scope)."""
+
+    @abc.abstractmethod
+    def trackables(self) -> dict:
+        """The objects a checkpoint saves: models, optimizers, any state variables."""
+
+    @abc.abstractmethod
+    def train_step(self, batch) -> dict:
+        """One optimisation step on one replica's batch; returns scalar losses to report."""
+
+    def after_step(self) -> None:
+        """Updates made once per step in cross-replica context after every replica's step (e.g. weight EMA)."""
+
+    def report(self, step: int) -> None:
+        """Periodic eager reporting every schedule.report_every steps (e.g. sample grids)."""
+
+    def evaluate(self) -> dict[str, float]:
+        """End-of-epoch metrics (run eagerly, outside the compiled step)."""
+        return {}
+
+    def export(self) -> None:
+        """Write the phase's artefacts into the run directory when training ends."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    total_steps: int
+    steps_per_epoch: int
+    log_every: int
+    checkpoint_every: int
+    keep_checkpoints: int
+    report_every: int = 0  # 0: never call Phase.report
+
+
+DatasetFn = Callable[[int, tf.distribute.InputContext], tf.data.Dataset]
+
+
+def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule,
+        strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False) -> dict[str, float]:
+    """Train `phase` up to schedule.total_steps, resuming from the latest checkpoint in the run directory."""
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        phase.build()
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+    checkpoint = tf.train.Checkpoint(step=step, **phase.trackables())
+    manager = tf.train.CheckpointManager(checkpoint, str(run_dir.checkpoints(phase.name)),
+                                         max_to_keep=schedule.keep_checkpoints)
+    _restore(checkpoint, manager)
+    start = int(step.numpy())
+    metrics: dict[str, float] = {}
+    if start < schedule.total_steps:
+        dataset = strategy.distribute_datasets_from_function(lambda context: dataset_fn(start, context))
+        metrics = _train(phase, strategy, iter(dataset), step, manager, run_dir, schedule, jit_compile)
+    else:
+        console.print(f"{phase.name}: already at step {start} of {schedule.total_steps}; nothing to train")
+    phase.export()
+    return metrics
+
+
+def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> None:
+    latest = manager.latest_checkpoint
+    if latest is None:
+        return
+    try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as exc:
+        message = getattr(exc, "message", str(exc)).splitlines()[0]
+        raise UserError(f"cannot restore checkpoint {latest}: {message}; remove it (the previous one is kept) "
+                        "or start a new --run-dir") from None
+    console.print(f"resumed from {latest} at step {int(checkpoint.step.numpy())}")
+
+
+def _compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool):
+    def replica_step(batch):
+        return phase.train_step(batch)
+
+    @tf.function(jit_compile=False)
+    def train_step(iterator):
+        per_replica = strategy.run(tf.function(replica_step, jit_compile=jit_compile), args=(next(iterator),))
+        phase.after_step()
+        step.assign_add(1)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+
+    return train_step
+
+
+def _train(phase, strategy, iterator, step, manager, run_dir, schedule, jit_compile) -> dict[str, float]:
+    train_step = _compiled_step(phase, strategy, step, jit_compile)
+    writer = tf.summary.create_file_writer(str(run_dir.logs(phase.name)))
+    start = int(step.numpy())
+    metrics: dict[str, float] = {}
+    window_start, window_steps = time.perf_counter(), 0
+    with progress() as bar, writer.as_default():
+        task = bar.add_task(phase.name, total=schedule.total_steps * phase.images_per_step, unit="img",
+                            completed=start * phase.images_per_step, status="compiling")
+        try:
+            for current in range(start + 1, schedule.total_steps + 1):
+                losses = train_step(iterator)
+                window_steps += 1
+                bar.advance(task, phase.images_per_step)
+                if current % schedule.log_every == 0 or current == schedule.total_steps:
+                    values = {k: float(v) for k, v in losses.items()}
+                    _check_finite(values, current)
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_steps * phase.images_per_step / max(elapsed, 1e-9)
+                    _log_scalars(values | {"images_per_second": rate}, current)
+                    bar.update(task, status=_status(current, schedule.total_steps, values))
+                    window_start, window_steps = time.perf_counter(), 0
+                if schedule.report_every and current % schedule.report_every == 0:
+                    phase.report(current)
+                if current % schedule.checkpoint_every == 0:
+                    manager.save(checkpoint_number=current)
+                if current % schedule.steps_per_epoch == 0 or current == schedule.total_steps:
+                    manager.save(checkpoint_number=current)
+                    metrics = _end_epoch(phase, current, schedule, bar)
+        except KeyboardInterrupt:
+            manager.save(checkpoint_number=int(step.numpy()))
+            raise
+    return metrics
+
+
+def _end_epoch(phase: Phase, current: int, schedule: Schedule, bar) -> dict[str, float]:
+    metrics = phase.evaluate()
+    if metrics:
+        _log_scalars({f"eval/{k}": v for k, v in metrics.items()}, current)
+        epoch = math.ceil(current / schedule.steps_per_epoch)
+        bar.console.print(table(f"{phase.name} epoch {epoch} (step {current})", ["metric", "value"],
+                                sorted(metrics.items())))
+    return metrics
+
+
+def _log_scalars(values: dict[str, float], step: int) -> None:
+    for key, value in values.items():
+        tf.summary.scalar(key, value, step=step)
+
+
+def _status(current: int, total: int, values: dict[str, float]) -> str:
+    shown = " ".join(f"{k} {v:.3f}" for k, v in values.items())
+    return f"step {current}/{total} {shown}"
+
+
+def _check_finite(values: dict[str, float], step: int) -> None:
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad:
+        raise UserError(f"loss {bad[0]} became {values[bad[0]]} at step {step}; lower the learning rate or check "
+                        "the data (the last good checkpoint is kept)")

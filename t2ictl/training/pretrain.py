@@ -1,0 +1,195 @@
+"""Phase 1: DAMSM pretraining of the text and image encoders, with label-guided supervised contrast.
+
+Two branches share one text encoder and one image encoder: branch A is a batch of (image, caption, label), branch B a
+batch whose i-th example shares a label with A's i-th. Running both through the same models is running the models once
+on the concatenated batch [A; B], which is what the step does. The DAMSM word and sentence losses (AttnGAN) are computed
+over the whole 2B batch; the supervised contrastive loss sees the features of both branches together, across modalities:
+with `contrastive.pretrain_features = "both"` the pool is [image features; sentence features] (4B rows) and positives are rows
+whose labels match, plus each image with its own caption (so an image with no label still has a positive).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from t2ictl import fileio
+from t2ictl.data import pipeline
+from t2ictl.data.vocab import Vocabulary
+from t2ictl.losses import damsm
+from t2ictl.models.image_encoder import build_image_encoder, l2_normalize
+from t2ictl.models.text_encoder import build_text_encoder
+from t2ictl.recipes import Recipe
+from t2ictl.training import branches, loop
+from t2ictl.training.loop import Phase
+from t2ictl.training.run_dir import RunDir
+
+TEXT_ENCODER_FILE = "text_encoder.keras"
+IMAGE_ENCODER_FILE = "image_encoder.keras"
+ENCODERS_INFO = "encoders.json"
+
+
+class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """AttnGAN's encoder schedule: multiply by `decay` after every epoch while above initial / 10."""
+
+    def __init__(self, initial: float, decay: float, steps_per_epoch: int):
+        self.initial, self.decay, self.steps_per_epoch = initial, decay, steps_per_epoch
+        # lr stays above initial/10: the number of decays is capped where decay**n first reaches 1/10
+        self.max_decays = float(np.ceil(np.log(0.1) / np.log(decay))) if decay < 1 else 0.0
+
+    def __call__(self, step):
+        epoch = tf.cast(step, tf.float32) // float(self.steps_per_epoch)
+        return self.initial * tf.pow(self.decay, tf.minimum(epoch, self.max_decays))
+
+    def get_config(self):
+        return {"initial": self.initial, "decay": self.decay, "steps_per_epoch": self.steps_per_epoch}
+
+
+class PretrainPhase(Phase):
+    name = "pretrain"
+
+    def __init__(self, recipe: Recipe, vocab: Vocabulary, manifest: dict, data_dir: Path, run: RunDir,
+                 steps_per_epoch: int):
+        self.recipe, self.vocab, self.manifest, self.data_dir, self.run = recipe, vocab, manifest, data_dir, run
+        self.config = recipe.pretrain
+        self.paired = recipe.contrastive.enabled
+        self.multi_label = bool(manifest["multi_label"])
+        self.steps_per_epoch = steps_per_epoch
+        self.images_per_step = recipe.data.batch_size * (2 if self.paired else 1)
+
+    def build(self) -> None:
+        c = self.config
+        self.text_encoder = build_text_encoder(len(self.vocab), self.recipe.data.max_words, c.embedding_dim,
+                                               c.text_dim, c.text_dropout)
+        self.image_encoder = build_image_encoder(c.image_trunk, self.recipe.data.image_size, c.text_dim,
+                                                 c.image_weights, c.train_trunk, c.small_trunk_width)
+        schedule = EpochDecay(c.learning_rate, c.lr_decay, self.steps_per_epoch)
+        self.optimizer = keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2)
+        self.optimizer.build(self.text_encoder.trainable_variables + self.image_encoder.trainable_variables)
+
+    def trackables(self) -> dict:
+        return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder, "optimizer": self.optimizer}
+
+    def losses(self, batch: dict, training: bool) -> dict:
+        """All loss terms of one merged batch."""
+        c = self.config
+        text = self.text_encoder(batch["tokens"], training=training)
+        image = self.image_encoder(batch["image"], training=training)
+        class_ids = None if self.multi_label else batch["class_id"]
+        word0, word1 = damsm.word_loss(text["words"], batch["lengths"], image["regions"], c.gamma1, c.gamma2,
+                                       c.gamma3, class_ids)
+        sent0, sent1 = damsm.sentence_loss(image["global"], text["sentence"], c.gamma3, class_ids)
+        terms = {"word": word0 + word1, "sentence": sent0 + sent1}
+        total = terms["word"] + terms["sentence"]
+        if self.paired:
+            terms["supcon"] = self.contrastive_loss(image["global"], text["sentence"], batch)
+            total += self.recipe.contrastive.pretrain_weight * terms["supcon"]
+        terms["loss"] = total
+        return terms
+
+    def contrastive_loss(self, image_features, sentence_features, batch):
+        pools = {"image": [image_features], "text": [sentence_features],
+                 "both": [image_features, sentence_features]}[self.recipe.contrastive.pretrain_features]
+        return branches.contrastive_loss(tf.concat(pools, axis=0), batch, self.recipe, self.multi_label,
+                                         self.recipe.contrastive.pretrain_temperature, groups=len(pools))
+
+    def train_step(self, batch) -> dict:
+        merged = branches.merge_branches(batch, self.paired)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        text_vars = self.text_encoder.trainable_variables
+        image_vars = self.image_encoder.trainable_variables
+        with tf.GradientTape() as tape:
+            terms = self.losses(merged, training=True)
+            scaled = terms["loss"] / replicas
+        grads = tape.gradient(scaled, text_vars + image_vars)
+        text_grads, _ = tf.clip_by_global_norm(grads[: len(text_vars)], self.config.text_grad_clip)
+        self.optimizer.apply_gradients(zip(list(text_grads) + grads[len(text_vars):], text_vars + image_vars))
+        return terms
+
+    # -- evaluation --------------------------------------------------------------------------------------------------
+
+    def encode_split(self, split: str = "test") -> dict[str, np.ndarray]:
+        """Global image features, sentence features and labels of up to eval_examples held-out examples."""
+        dataset = pipeline.eval_dataset(self.data_dir, self.recipe.data, self.vocab, split=split, caption="first")
+        images, sentences, labels = [], [], []
+        seen = 0
+        for batch in dataset:
+            images.append(self.image_encoder(batch["image"], training=False)["global"].numpy())
+            sentences.append(self.text_encoder(batch["tokens"], training=False)["sentence"].numpy())
+            labels.append(batch["labels"].numpy())
+            seen += len(images[-1])
+            if seen >= self.config.eval_examples:
+                break
+        limit = self.config.eval_examples
+        return {"image": np.concatenate(images)[:limit], "sentence": np.concatenate(sentences)[:limit],
+                "labels": np.concatenate(labels)[:limit]}
+
+    def evaluate(self) -> dict[str, float]:
+        return retrieval_metrics(**self.encode_split())
+
+    def export(self) -> None:
+        save_encoders(self.run.encoders, self.text_encoder, self.image_encoder, self.recipe)
+
+
+def retrieval_metrics(image: np.ndarray, sentence: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Text->image R@1 and R@5, image->text R@1, and how tightly same-label images cluster (cosine)."""
+    image_n = np.asarray(l2_normalize(image))
+    sentence_n = np.asarray(l2_normalize(sentence))
+    similarity = sentence_n @ image_n.T  # [captions, images]
+    n = len(similarity)
+    true = similarity[np.arange(n), np.arange(n)][:, None]
+    text_rank = (similarity > true).sum(axis=1)
+    image_rank = (similarity.T > true).sum(axis=1)
+    same = (labels @ labels.T) > 0
+    off_diagonal = ~np.eye(n, dtype=bool)
+    cosine = image_n @ image_n.T
+    intra = cosine[same & off_diagonal].mean() if (same & off_diagonal).any() else float("nan")
+    inter = cosine[~same].mean() if (~same).any() else float("nan")
+    return {"text_to_image_r1": float((text_rank < 1).mean()), "text_to_image_r5": float((text_rank < 5).mean()),
+            "image_to_text_r1": float((image_rank < 1).mean()), "chance_r1": 1.0 / n,
+            "intra_class_cosine": float(intra), "inter_class_cosine": float(inter),
+            "cluster_gap": float(intra - inter)}
+
+
+def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model, recipe: Recipe) -> None:
+    for model, filename in ((text_encoder, TEXT_ENCODER_FILE), (image_encoder, IMAGE_ENCODER_FILE)):
+        with fileio.atomic_path(folder / filename) as tmp:
+            model.save(tmp)
+    info = {"text_dim": recipe.pretrain.text_dim, "max_words": recipe.data.max_words,
+            "image_size": recipe.data.image_size, "image_trunk": recipe.pretrain.image_trunk,
+            "dataset": recipe.data.dataset, "contrastive": recipe.contrastive.enabled}
+    fileio.write_json(folder / ENCODERS_INFO, info)
+
+
+def load_encoders(folder: Path) -> tuple[keras.Model, keras.Model, dict]:
+    from t2ictl.errors import UserError
+
+    folder = Path(folder)
+    paths = [folder / TEXT_ENCODER_FILE, folder / IMAGE_ENCODER_FILE, folder / ENCODERS_INFO]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"no pretrained encoders in {folder} ({missing[0].name} missing); run `t2ictl pretrain` "
+                        "first or point --encoders at a pretraining run")
+    try:
+        text = keras.models.load_model(paths[0], compile=False)
+        image = keras.models.load_model(paths[1], compile=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot load the encoders in {folder}: {exc}") from None
+    return text, image, json.loads(paths[2].read_text())
+
+
+def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
+             strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
+    """Run (or resume) phase 1 in `run`; the encoders end up in run.encoders."""
+    keras.utils.set_random_seed(recipe.runtime.seed)
+    steps_per_epoch = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
+    config = recipe.pretrain
+    schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
+                             log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                             keep_checkpoints=config.keep_checkpoints)
+    phase = PretrainPhase(recipe, run.vocab(), manifest, data_dir, run, steps_per_epoch)
+    return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy)
