@@ -95,8 +95,8 @@ def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManage
         return
     try:
         checkpoint.restore(latest).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as exc:
-        message = getattr(exc, "message", str(exc)).splitlines()[0]
+    except Exception as exc:  # a damaged file surfaces as OpError, IndexError, ValueError... all mean "unreadable"
+        message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0]
         raise UserError(f"cannot restore checkpoint {latest}: {message}; remove it (the previous one is kept) "
                         "or start a new --run-dir") from None
     console.print(f"resumed from {latest} at step {int(checkpoint.step.numpy())}")

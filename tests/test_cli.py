@@ -1,0 +1,57 @@
+"""The command line as a user meets it: help on every command, one-line errors with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "recipes"]
+
+
+def t2ictl(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "t2ictl", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_help_lists_every_command():
+    result = t2ictl("--help")
+    assert result.returncode == 0
+    for command in COMMANDS:
+        assert command in result.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_has_help(command):
+    from typer.main import get_command
+
+    from t2ictl.cli import app
+
+    group = get_command(app)
+    cmd = group.commands[command]
+    assert cmd.help, f"{command} has no docstring"
+    for param in cmd.params:
+        if param.param_type_name == "option":
+            assert param.help, f"{command} {param.opts} has no help"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["prepare", "nope"], "is not one of"),
+    (["prepare"], "Missing argument"),
+    (["prepare", "shapes", "--bogus"], "No such option"),
+    (["pretrain", "--recipe", "nope"], "unknown recipe 'nope'"),
+    (["pretrain"], "pass --recipe"),
+    (["train", "--recipe", "shapes", "--data", "does/not/exist"], "does not exist"),
+    (["train", "--recipe", "shapes", "--set", "data.bogus=1"], "unknown key data.bogus"),
+    (["sample", "a red bird"], "exactly one of --run"),
+    (["sample", "a red bird", "--run", "no/such/run"], "does not exist"),
+    (["sample", "a red bird", "--model", "no/such/model"], "not a model written by"),
+    (["export", "--run", "no/such/run", "--out", "x"], "does not exist"),
+    (["recipes", "show", "nope"], "unknown recipe"),
+])
+def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
+    result = t2ictl(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ")
+    assert message in lines[-1]
+    assert "Traceback" not in result.stderr
