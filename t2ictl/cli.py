@@ -34,6 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show [default: ...] literally
 )
 app.command("prepare")(prepare)
 app.command("pretrain")(pretrain)

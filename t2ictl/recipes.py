@@ -25,6 +25,8 @@ from t2ictl.models.backbones.base import BackboneConfig
 
 DATASETS = ("shapes", "shapes-multi", "cub", "coco", "flowers")
 MULTI_LABEL_RULES = ("any", "exact", "jaccard")
+STRATEGIES = ("default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass
@@ -143,7 +145,16 @@ class TrainConfig:
 
 @dataclass
 class RuntimeConfig:
+    """How a run executes: seed, distribution across devices and machines, numeric precision, XLA."""
+
     seed: int = 0
+    strategy: str = "default"  # default (one device) | mirrored (all local GPUs) | multiworker (TF_CONFIG machines)
+    precision: str = "float32"  # float32 | mixed_float16 (dynamic loss scaling) | mixed_bfloat16
+    xla: bool = False  # compile each replica's train step with XLA (jit_compile)
+
+    def validate(self) -> None:
+        _choice("strategy", self.strategy, STRATEGIES)
+        _choice("precision", self.precision, PRECISIONS)
 
 
 def _default_model() -> BackboneConfig:

@@ -16,11 +16,31 @@ RUN_DIR_HELP = "Run directory [default: runs/RECIPE]."
 SET_HELP = "Override a recipe value: section.key=value (repeatable), e.g. --set data.batch_size=16."
 RESUME_HELP = "Continue the run in --run-dir from its latest checkpoint (exact step, optimizer state)."
 
+STRATEGY_HELP = ("Distribution: default (one device), mirrored (all local GPUs), multiworker (the machines in "
+                 "TF_CONFIG) [default: the recipe's runtime.strategy].")
+PRECISION_HELP = "float32, mixed_float16 (loss scaling) or mixed_bfloat16 [default: the recipe's runtime.precision]."
+XLA_HELP = "Compile the train step with XLA (--xla) or not (--no-xla) [default: the recipe's runtime.xla]."
+
 RecipeOption = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP)
+StrategyOption = typer.Option(None, "--strategy", help=STRATEGY_HELP)
+PrecisionOption = typer.Option(None, "--precision", help=PRECISION_HELP)
+XlaOption = typer.Option(None, "--xla/--no-xla", help=XLA_HELP, show_default=False)
 DataOption = typer.Option(None, "--data", help=DATA_HELP)
 RunDirOption = typer.Option(None, "--run-dir", help=RUN_DIR_HELP)
 SetOption = typer.Option(None, "--set", help=SET_HELP)
 ResumeOption = typer.Option(False, "--resume", help=RESUME_HELP)
+
+
+def runtime_overrides(strategy: Optional[str], precision: Optional[str], xla: Optional[bool]) -> list[str]:
+    """The --strategy/--precision/--xla flags as recipe overrides (validated with the recipe)."""
+    overrides = []
+    if strategy is not None:
+        overrides.append(f'runtime.strategy="{strategy}"')
+    if precision is not None:
+        overrides.append(f'runtime.precision="{precision}"')
+    if xla is not None:
+        overrides.append(f"runtime.xla={'true' if xla else 'false'}")
+    return overrides
 
 
 def resolve_recipe(recipe: Optional[str], run_dir: Optional[Path], overrides: Optional[List[str]],

@@ -17,6 +17,9 @@ def pretrain(
     run_dir: Optional[Path] = common.RunDirOption,
     set_: Optional[List[str]] = common.SetOption,
     resume: bool = common.ResumeOption,
+    strategy: Optional[str] = common.StrategyOption,
+    precision: Optional[str] = common.PrecisionOption,
+    xla: Optional[bool] = common.XlaOption,
 ) -> None:
     """Pretrain the text and image encoders (DAMSM + supervised contrast over two weight-sharing branches).
 
@@ -26,7 +29,8 @@ def pretrain(
     from t2ictl.training.pretrain import pretrain as run_pretraining
     from t2ictl.training.run_dir import default_run_dir, open_run
 
-    resolved = common.resolve_recipe(recipe, run_dir, set_, resume)
+    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
+    resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "pretrain", resume)
     metrics = run_pretraining(resolved, data_dir, manifest, run)

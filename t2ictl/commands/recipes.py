@@ -10,7 +10,7 @@ from t2ictl import recipes
 from t2ictl.console import console, table
 
 recipes_app = typer.Typer(help="List recipes, or show one resolved.", invoke_without_command=True,
-                          no_args_is_help=False)
+                          no_args_is_help=False, rich_markup_mode=None)
 
 
 @recipes_app.callback()

@@ -15,6 +15,9 @@ def train(
     run_dir: Optional[Path] = common.RunDirOption,
     set_: Optional[List[str]] = common.SetOption,
     resume: bool = common.ResumeOption,
+    strategy: Optional[str] = common.StrategyOption,
+    precision: Optional[str] = common.PrecisionOption,
+    xla: Optional[bool] = common.XlaOption,
 ) -> None:
     """Train the recipe's GAN backbone on the frozen pretrained encoders.
 
@@ -25,7 +28,8 @@ def train(
     from t2ictl.training import gan, pretrain
     from t2ictl.training.run_dir import default_run_dir, open_run
 
-    resolved = common.resolve_recipe(recipe, run_dir, set_, resume)
+    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
+    resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "train", resume)
     encoders = gan.encoders_folder(resolved, run)

@@ -2,7 +2,8 @@
 
 Weight sharing is by construction: the batch of branch B is concatenated to branch A's and one set of models runs on
 [A; B]. The supervised contrastive loss takes its labels from the batch (class ids, or multi-hot for multi-label data)
-and marks rows that are the same example (an unlabelled image paired with itself) as positives too.
+and marks rows that are the same example (equal `example_key`, a hash of the example id the pipeline adds; an
+unlabelled image is paired with itself) as positives too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from t2ictl.data import pipeline
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.losses import supcon
 from t2ictl.recipes import Recipe
+from t2ictl.training import distribute
 
 
 def merge_branches(batch: dict, paired: bool) -> dict:
@@ -25,13 +27,16 @@ def merge_branches(batch: dict, paired: bool) -> dict:
 
 
 def contrastive_loss(features, merged: dict, recipe: Recipe, multi_label: bool, temperature: float, groups: int = 1):
-    """SupCon over `features`, made of `groups` blocks of the merged batch's rows (e.g. [images; sentences])."""
+    """SupCon over `features`, made of `groups` blocks of the merged batch's rows (e.g. [images; sentences]).
+
+    Under a distribution strategy the features, labels and example keys of every replica are gathered first, so
+    positives and negatives come from the global batch.
+    """
     labels = merged["labels"] if multi_label else merged["class_id"]
-    example_index = tf.unique(merged["example_id"]).idx
-    return supcon.supcon_from_labels(
-        features, tf.concat([labels] * groups, axis=0), temperature, rule=recipe.contrastive.multi_label_rule,
-        example_index=tf.concat([example_index] * groups, axis=0),
-    )
+    labels = distribute.gather(tf.concat([labels] * groups, axis=0))
+    example_keys = distribute.gather(tf.concat([merged["example_key"]] * groups, axis=0))
+    return supcon.supcon_from_labels(distribute.gather(features), labels, temperature,
+                                     rule=recipe.contrastive.multi_label_rule, example_index=example_keys)
 
 
 def dataset_fn(data_dir: Path, recipe: Recipe, vocab: Vocabulary):

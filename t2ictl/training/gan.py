@@ -21,7 +21,7 @@ from t2ictl.errors import UserError
 from t2ictl.models import backbones
 from t2ictl.models.backbones.base import Encoders, TextFeatures
 from t2ictl.recipes import Recipe
-from t2ictl.training import branches, loop
+from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
 from t2ictl.training.pretrain import load_encoders
 from t2ictl.training.run_dir import RunDir
@@ -71,6 +71,9 @@ class GANPhase(Phase):
         self.encoders, info = open_encoders(self.encoders_dir, self.recipe)
         self.backbone = build_backbone(self.recipe, self.encoders, info["text_dim"])
         self.backbone.build()
+        precision = self.recipe.runtime.precision
+        self.backbone.g_optimizer = distribute.optimizer(self.backbone.g_optimizer, precision)
+        self.backbone.d_optimizer = distribute.optimizer(self.backbone.d_optimizer, precision)
         self.generator = self.backbone.generator
         self.ema_generator = self.backbone.build_generator()
         self.ema_generator.set_weights(self.generator.get_weights())
@@ -101,7 +104,7 @@ class GANPhase(Phase):
             if self.paired:
                 g_terms["supcon"] = self.contrastive_loss(generated["images"][-1], merged)
                 total += self.recipe.contrastive.gan_weight * g_terms["supcon"]
-            scaled = total / replicas
+            scaled = self.backbone.g_optimizer.scale_loss(total / replicas)
         grads = g_tape.gradient(scaled, g_vars)
         self.backbone.g_optimizer.apply_gradients(zip(grads, g_vars))
         report = {f"g_{k}" if k != "supcon" else k: v for k, v in g_terms.items()}
@@ -113,7 +116,7 @@ class GANPhase(Phase):
         d_vars = self.backbone.discriminator_variables
         with tf.GradientTape() as d_tape:
             terms = self.backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in fake_images], text)
-            scaled = terms["loss"] / replicas
+            scaled = self.backbone.d_optimizer.scale_loss(terms["loss"] / replicas)
         grads = d_tape.gradient(scaled, d_vars)
         self.backbone.d_optimizer.apply_gradients(zip(grads, d_vars))
         return terms
@@ -167,17 +170,17 @@ def encoders_folder(recipe: Recipe, run: RunDir) -> Path:
     return folder / "encoders" if (folder / "encoders").is_dir() else folder
 
 
-def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
-          strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
+def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[str, float]:
     """Run (or resume) phase 2 in `run`."""
-    keras.utils.set_random_seed(recipe.runtime.seed)
+    strategy = loop.prepare_runtime(recipe.runtime)
     steps_per_epoch = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
     config = recipe.train
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                              keep_checkpoints=config.keep_checkpoints, report_every=config.sample_every)
     phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, encoders_folder(recipe, run))
-    return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy)
+    return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
+                    jit_compile=recipe.runtime.xla)
 
 
 def generator_from_run(run: RunDir):

@@ -67,6 +67,17 @@ class Schedule:
 DatasetFn = Callable[[int, tf.distribute.InputContext], tf.data.Dataset]
 
 
+def prepare_runtime(runtime) -> tf.distribute.Strategy:
+    """Seed, precision policy and strategy of a recipe's [runtime], set before any model is built."""
+    import keras
+
+    from t2ictl.training import distribute
+
+    keras.utils.set_random_seed(runtime.seed)
+    distribute.set_precision(runtime.precision)
+    return distribute.make_strategy(runtime.strategy)
+
+
 def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule,
         strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False) -> dict[str, float]:
     """Train `phase` up to schedule.total_steps, resuming from the latest checkpoint in the run directory."""

@@ -24,7 +24,7 @@ from t2ictl.losses import damsm
 from t2ictl.models.image_encoder import build_image_encoder, l2_normalize
 from t2ictl.models.text_encoder import build_text_encoder
 from t2ictl.recipes import Recipe
-from t2ictl.training import branches, loop
+from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
 from t2ictl.training.run_dir import RunDir
 
@@ -68,7 +68,8 @@ class PretrainPhase(Phase):
         self.image_encoder = build_image_encoder(c.image_trunk, self.recipe.data.image_size, c.text_dim,
                                                  c.image_weights, c.train_trunk, c.small_trunk_width)
         schedule = EpochDecay(c.learning_rate, c.lr_decay, self.steps_per_epoch)
-        self.optimizer = keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2)
+        self.optimizer = distribute.optimizer(keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2),
+                                              self.recipe.runtime.precision)
         self.optimizer.build(self.text_encoder.trainable_variables + self.image_encoder.trainable_variables)
 
     def trackables(self) -> dict:
@@ -104,9 +105,11 @@ class PretrainPhase(Phase):
         image_vars = self.image_encoder.trainable_variables
         with tf.GradientTape() as tape:
             terms = self.losses(merged, training=True)
-            scaled = terms["loss"] / replicas
+            scaled = self.optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, text_vars + image_vars)
-        text_grads, _ = tf.clip_by_global_norm(grads[: len(text_vars)], self.config.text_grad_clip)
+        # Clipping scaled gradients at a threshold scaled alike equals clipping the true ones (loss scaling).
+        threshold = self.config.text_grad_clip * self.optimizer.scale_loss(tf.constant(1.0))
+        text_grads, _ = tf.clip_by_global_norm(grads[: len(text_vars)], threshold)
         self.optimizer.apply_gradients(zip(list(text_grads) + grads[len(text_vars):], text_vars + image_vars))
         return terms
 
@@ -182,14 +185,14 @@ def load_encoders(folder: Path) -> tuple[keras.Model, keras.Model, dict]:
     return text, image, json.loads(paths[2].read_text())
 
 
-def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
-             strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
+def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[str, float]:
     """Run (or resume) phase 1 in `run`; the encoders end up in run.encoders."""
-    keras.utils.set_random_seed(recipe.runtime.seed)
+    strategy = loop.prepare_runtime(recipe.runtime)
     steps_per_epoch = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
     config = recipe.pretrain
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                              keep_checkpoints=config.keep_checkpoints)
     phase = PretrainPhase(recipe, run.vocab(), manifest, data_dir, run, steps_per_epoch)
-    return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy)
+    return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
+                    jit_compile=recipe.runtime.xla)

@@ -1,0 +1,320 @@
+"""DF-GAN (Tao et al., CVPR 2022): a one-stage text-to-image GAN that fuses the sentence into every generator block.
+
+The rules, as the official code (tobran/DF-GAN: code/models/GAN.py, code/lib/modules.py, code/src/train.py) has them:
+- generator: noise z [B, z_dim] -> dense -> 4x4 map of 8 nf channels; then one G block per doubling up to the image
+  size, channels 8 nf while they can stay there and halving over the last blocks down to nf (64 px: 8-8-4-2-1 x nf);
+  then LeakyReLU(0.2), conv3x3 to RGB, tanh. The condition of every block is concat(z, sentence).
+- G block: nearest upsampling x2, then shortcut (a 1x1 conv when the channels change) + residual
+  (fusion, conv3x3, fusion, conv3x3). A fusion block is two affine transforms, each followed by LeakyReLU(0.2); an
+  affine transform scales and shifts every channel by gamma and beta, predicted from the condition by two 2-layer
+  MLPs (linear, ReLU, linear) whose last layers start with zero weights, so gamma = 1 and beta = 0 at the start.
+- discriminator: conv3x3 to nf, then D blocks halving the size and growing the channels up to 8 nf at 4x4. A D block
+  returns avgpool(shortcut(x)) + gamma * residual(x), residual = conv4x4/2, LReLU, conv3x3, LReLU (no biases), the
+  shortcut a 1x1 conv when the channels change, gamma a learned scalar starting at 0.
+- discriminator head (the official NetC) judges an (image, sentence) pair: the 4x4 features with the sentence tiled
+  over them, conv3x3 to 2 nf, LeakyReLU(0.2), conv4x4 (valid) to one logit, no biases.
+- losses (hinge): D = relu(1 - D(x_i, s_i)) + (relu(1 + D(fake_i, s_i)) + relu(1 + D(x_i+1, s_i))) / 2 + MA-GP, each
+  term a batch mean, the mismatched pairs rolling the real features by one (the last sentence meets the first image);
+  MA-GP = k * mean_i ||(dD(x_i, s_i)/dx_i, dD(x_i, s_i)/ds_i)||^p with k = 2, p = 6. G = -mean D(fake_i, s_i).
+- Adam, betas (0.0, 0.9): generator lr 1e-4, discriminator (with its head) lr 4e-4.
+
+Differences that do not change the function: NHWC instead of NCHW, and a D block whose channels do not change has no
+shortcut conv (the official one builds it and never uses it). Weights start like PyTorch's defaults (uniform within
++-1/sqrt(fan_in) for kernels and biases), the initialisation the official results were obtained with.
+Under a mixed-precision policy the layers compute in float16; images, logits and losses stay float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from t2ictl.errors import UserError
+from t2ictl.models.backbones.base import Backbone, BackboneConfig, TextFeatures
+
+LEAKY_SLOPE = 0.2  # every LeakyReLU of the official models
+
+
+@dataclass
+class DFGANConfig(BackboneConfig):
+    backbone: str = "dfgan"
+    nf: int = 32  # base channel width of G and D (cfg/bird.yml, cfg/coco.yml: nf: 32)
+    z_dim: int = 100  # noise size (cfg/*.yml: z_dim: 100)
+    g_lr: float = 1e-4  # src/train.py: Adam(netG, lr=0.0001, betas=(0.0, 0.9))
+    d_lr: float = 4e-4  # src/train.py: Adam(netD + netC, lr=0.0004, betas=(0.0, 0.9))
+    beta_1: float = 0.0  # src/train.py betas[0], both optimizers
+    beta_2: float = 0.9  # src/train.py betas[1], both optimizers
+    gp_weight: float = 2.0  # lib/modules.py MA_GP: 2.0 * mean(norm ** 6)
+    gp_power: float = 6.0  # lib/modules.py MA_GP: the exponent 6
+
+    def validate(self) -> None:
+        for key in ("nf", "z_dim"):
+            value = getattr(self, key)
+            if value <= 0:
+                raise ValueError(f"{key}: must be a positive integer, got {value}")
+        for key in ("g_lr", "d_lr", "gp_power"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ValueError(f"{key}: must be positive, got {value}")
+        for key in ("beta_1", "beta_2"):
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{key}: must be in [0, 1), got {value}")
+        if not self.gp_weight >= 0:
+            raise ValueError(f"gp_weight: must be zero or positive, got {self.gp_weight}")
+
+
+def generator_widths(image_size: int) -> list[int]:
+    """Channel multipliers of nf from the 4x4 map to the image (official get_G_in_out_chs); one G block per pair."""
+    return discriminator_widths(image_size)[::-1]
+
+
+def discriminator_widths(image_size: int) -> list[int]:
+    """Channel multipliers of nf from the image to the 4x4 map (official get_D_in_out_chs); one D block per pair."""
+    blocks = int(math.log2(image_size)) - 2
+    return [min(2**index, 8) for index in range(blocks + 1)]
+
+
+def _uniform_fan_in(fan_in: int) -> keras.initializers.Initializer:
+    """PyTorch's default for Linear/Conv2d kernels and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def _conv(filters: int, size: int, in_channels: int, strides: int = 1, padding: str = "same", use_bias: bool = True,
+          name: str | None = None) -> layers.Conv2D:
+    fan_in = size * size * in_channels
+    return layers.Conv2D(filters, size, strides=strides, padding=padding, use_bias=use_bias,
+                         kernel_initializer=_uniform_fan_in(fan_in), bias_initializer=_uniform_fan_in(fan_in),
+                         name=name)
+
+
+def _dense(units: int, in_units: int, name: str | None = None, **kwargs) -> layers.Dense:
+    initializers = {"kernel_initializer": _uniform_fan_in(in_units), "bias_initializer": _uniform_fan_in(in_units)}
+    return layers.Dense(units, name=name, **{**initializers, **kwargs})
+
+
+class Affine(layers.Layer):
+    """x * gamma(c) + beta(c) per channel; gamma and beta come from 2-layer MLPs and start at 1 and 0."""
+
+    def __init__(self, channels: int, condition_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma_hidden = _dense(channels, condition_dim, activation="relu", name="gamma_hidden")
+        self.gamma_out = _dense(channels, channels, kernel_initializer="zeros", bias_initializer="ones",
+                                name="gamma_out")
+        self.beta_hidden = _dense(channels, condition_dim, activation="relu", name="beta_hidden")
+        self.beta_out = _dense(channels, channels, kernel_initializer="zeros", bias_initializer="zeros",
+                               name="beta_out")
+
+    def build(self, features_shape, condition_shape):
+        for hidden, out in ((self.gamma_hidden, self.gamma_out), (self.beta_hidden, self.beta_out)):
+            hidden.build(condition_shape)
+            out.build(hidden.compute_output_shape(condition_shape))
+
+    def call(self, features, condition):
+        gamma = self.gamma_out(self.gamma_hidden(condition))[:, None, None, :]
+        beta = self.beta_out(self.beta_hidden(condition))[:, None, None, :]
+        return features * gamma + beta
+
+
+class FusionBlock(layers.Layer):
+    """The official DFBLK: affine, LeakyReLU, affine, LeakyReLU."""
+
+    def __init__(self, channels: int, condition_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.first = Affine(channels, condition_dim, name="affine_0")
+        self.second = Affine(channels, condition_dim, name="affine_1")
+
+    def build(self, features_shape, condition_shape):
+        self.first.build(features_shape, condition_shape)
+        self.second.build(features_shape, condition_shape)
+
+    def call(self, features, condition):
+        h = ops.leaky_relu(self.first(features, condition), LEAKY_SLOPE)
+        return ops.leaky_relu(self.second(h, condition), LEAKY_SLOPE)
+
+
+class GeneratorBlock(layers.Layer):
+    """Upsample x2, then shortcut + (fusion, conv3x3, fusion, conv3x3)."""
+
+    def __init__(self, in_channels: int, out_channels: int, condition_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.upsample = layers.UpSampling2D(2, interpolation="nearest", name="upsample")
+        self.fuse_1 = FusionBlock(in_channels, condition_dim, name="fuse_1")
+        self.conv_1 = _conv(out_channels, 3, in_channels, name="conv_1")
+        self.fuse_2 = FusionBlock(out_channels, condition_dim, name="fuse_2")
+        self.conv_2 = _conv(out_channels, 3, out_channels, name="conv_2")
+        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
+
+    def build(self, features_shape, condition_shape):
+        batch, height, width, _ = features_shape
+        up = (batch, None if height is None else 2 * height, None if width is None else 2 * width, self.in_channels)
+        out = up[:3] + (self.out_channels,)
+        self.fuse_1.build(up, condition_shape)
+        self.conv_1.build(up)
+        self.fuse_2.build(out, condition_shape)
+        self.conv_2.build(out)
+        if self.shortcut is not None:
+            self.shortcut.build(up)
+
+    def call(self, features, condition):
+        x = self.upsample(features)
+        h = self.conv_1(self.fuse_1(x, condition))
+        h = self.conv_2(self.fuse_2(h, condition))
+        return (x if self.shortcut is None else self.shortcut(x)) + h
+
+
+class DiscriminatorBlock(layers.Layer):
+    """avgpool(shortcut(x)) + gamma * (conv4x4/2, LReLU, conv3x3, LReLU)(x), gamma learned from 0."""
+
+    def __init__(self, in_channels: int, out_channels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.down = _conv(out_channels, 4, in_channels, strides=2, use_bias=False, name="down")
+        self.conv = _conv(out_channels, 3, out_channels, use_bias=False, name="conv")
+        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
+        self.pool = layers.AveragePooling2D(2, name="pool")
+
+    def build(self, features_shape):
+        batch, height, width, _ = features_shape
+        self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
+        self.down.build(features_shape)
+        half = (batch, None if height is None else height // 2, None if width is None else width // 2)
+        self.conv.build(half + (self.out_channels,))
+        if self.shortcut is not None:
+            self.shortcut.build(features_shape)
+
+    def call(self, features):
+        h = ops.leaky_relu(self.down(features), LEAKY_SLOPE)
+        h = ops.leaky_relu(self.conv(h), LEAKY_SLOPE)
+        skip = features if self.shortcut is None else self.shortcut(features)
+        return self.pool(skip) + ops.cast(self.gamma, h.dtype) * h
+
+
+def hinge_real(logits) -> tf.Tensor:
+    """mean(relu(1 - logits)): the discriminator's hinge on pairs it must call real."""
+    return ops.mean(ops.relu(1.0 - ops.cast(logits, "float32")))
+
+
+def hinge_fake(logits) -> tf.Tensor:
+    """mean(relu(1 + logits)): the discriminator's hinge on pairs it must call fake (generated or mismatched)."""
+    return ops.mean(ops.relu(1.0 + ops.cast(logits, "float32")))
+
+
+def matching_aware_penalty(image_grads, sentence_grads, weight: float, power: float) -> tf.Tensor:
+    """weight * mean over the batch of ||(image grad, sentence grad)||_2 ^ power.
+
+    The power is taken of the squared norm (power / 2), which is the same value without the sqrt, whose gradient
+    is undefined at a zero norm."""
+    batch = ops.shape(image_grads)[0]
+    flat = ops.concatenate([ops.reshape(ops.cast(image_grads, "float32"), (batch, -1)),
+                            ops.reshape(ops.cast(sentence_grads, "float32"), (batch, -1))], axis=1)
+    squared_norm = ops.sum(ops.square(flat), axis=1)
+    return weight * ops.mean(ops.power(squared_norm, power / 2.0))
+
+
+class DFGAN(Backbone):
+    config_class = DFGANConfig
+    config: DFGANConfig
+
+    def __init__(self, config: DFGANConfig, image_size: int, text_dim: int, max_words: int, encoders=None):
+        super().__init__(config, image_size, text_dim, max_words, encoders)
+        if image_size < 8 or image_size & (image_size - 1):
+            raise UserError(f"data.image_size: DF-GAN needs a power of two of at least 8 (e.g. 64, 128, 256), "
+                            f"got {image_size}")
+
+    @property
+    def noise_dim(self) -> int:
+        return self.config.z_dim
+
+    def build(self) -> None:
+        c = self.config
+        self.generator = self.build_generator()
+        self.discriminator = self.build_discriminator()
+        self.discriminator_head = self.build_discriminator_head()
+        self.g_optimizer = keras.optimizers.Adam(c.g_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8,
+                                                 name="g_adam")  # epsilon: PyTorch's Adam default
+        self.d_optimizer = keras.optimizers.Adam(c.d_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8,
+                                                 name="d_adam")
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator_variables)
+
+    def build_generator(self) -> keras.Model:
+        nf, condition_dim = self.config.nf, self.config.z_dim + self.text_dim
+        inputs = {
+            "noise": keras.Input((self.config.z_dim,), name="noise"),
+            "words": keras.Input((self.max_words, self.text_dim), name="words"),  # unused: DF-GAN fuses the sentence
+            "sentence": keras.Input((self.text_dim,), name="sentence"),
+            "mask": keras.Input((self.max_words,), name="mask"),  # unused
+        }
+        condition = layers.Concatenate(name="condition")([inputs["noise"], inputs["sentence"]])
+        x = _dense(4 * 4 * 8 * nf, self.config.z_dim, name="project")(inputs["noise"])
+        x = layers.Reshape((4, 4, 8 * nf), name="to_4x4")(x)
+        widths = generator_widths(self.image_size)
+        for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            x = GeneratorBlock(w_in * nf, w_out * nf, condition_dim, name=f"block_{index}")(x, condition)
+        x = layers.LeakyReLU(LEAKY_SLOPE, name="rgb_activation")(x)
+        x = _conv(3, 3, widths[-1] * nf, name="to_rgb")(x)
+        image = layers.Activation("tanh", dtype="float32", name="image")(x)
+        return keras.Model(inputs, {"images": [image]}, name="dfgan_generator")
+
+    def build_discriminator(self) -> keras.Model:
+        """images [B, S, S, 3] -> features [B, 4, 4, 8 nf] (the official NetD)."""
+        nf = self.config.nf
+        images = keras.Input((self.image_size, self.image_size, 3), name="images")
+        x = _conv(nf, 3, 3, name="from_rgb")(images)
+        widths = discriminator_widths(self.image_size)
+        for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
+            x = DiscriminatorBlock(w_in * nf, w_out * nf, name=f"block_{index}")(x)
+        return keras.Model(images, x, name="dfgan_discriminator")
+
+    def build_discriminator_head(self) -> keras.Model:
+        """(features [B, 4, 4, 8 nf], sentence [B, D]) -> logits [B, 1] float32 (the official NetC)."""
+        nf = self.config.nf
+        features = keras.Input((4, 4, 8 * nf), name="features")
+        sentence = keras.Input((self.text_dim,), name="sentence")
+        tiled = layers.UpSampling2D(4, name="tile_sentence")(layers.Reshape((1, 1, self.text_dim))(sentence))
+        joint = layers.Concatenate(name="joint")([features, tiled])
+        x = _conv(2 * nf, 3, 8 * nf + self.text_dim, use_bias=False, name="joint_conv")(joint)
+        x = layers.LeakyReLU(LEAKY_SLOPE)(x)
+        x = _conv(1, 4, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
+        logits = layers.Flatten(dtype="float32", name="logits")(x)
+        return keras.Model([features, sentence], logits, name="dfgan_discriminator_head")
+
+    @property
+    def discriminator_variables(self) -> list:
+        return self.discriminator.trainable_variables + self.discriminator_head.trainable_variables
+
+    def trackables(self) -> dict:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "discriminator_head": self.discriminator_head,
+                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+
+    def judge(self, features, sentence) -> tf.Tensor:
+        """Logits [B, 1] float32 of (image features, sentence) pairs."""
+        return ops.cast(self.discriminator_head([features, sentence], training=True), "float32")
+
+    def discriminator_loss(self, real: dict[int, tf.Tensor], fake: list[tf.Tensor], text: TextFeatures) -> dict:
+        images, sentence = real[self.image_size], text.sentence
+        with tf.GradientTape(watch_accessed_variables=False) as input_tape:
+            input_tape.watch([images, sentence])
+            real_features = self.discriminator(images, training=True)
+            real_logits = self.judge(real_features, sentence)
+        # d(sum of logits) per input = each pair's own gradient: a pair's logit depends on its image and sentence only
+        image_grads, sentence_grads = input_tape.gradient(real_logits, [images, sentence])
+        penalty = matching_aware_penalty(image_grads, sentence_grads, self.config.gp_weight, self.config.gp_power)
+        mismatched_logits = self.judge(ops.roll(real_features, -1, axis=0), sentence)
+        fake_logits = self.judge(self.discriminator(fake[-1], training=True), sentence)
+        terms = {"real": hinge_real(real_logits), "fake": hinge_fake(fake_logits),
+                 "mismatch": hinge_fake(mismatched_logits), "ma_gp": penalty}
+        terms["loss"] = terms["real"] + (terms["fake"] + terms["mismatch"]) / 2.0 + terms["ma_gp"]
+        return terms
+
+    def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
+        logits = self.judge(self.discriminator(generated["images"][-1], training=True), text.sentence)
+        return {"loss": -ops.mean(logits)}

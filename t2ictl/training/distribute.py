@@ -1,0 +1,67 @@
+"""Distribution strategy, numeric precision and the cross-replica pieces of the contrastive loss.
+
+- `default`: one device. `mirrored`: every local GPU (or, without GPUs, every logical CPU device, which is how the
+  tests run it). `multiworker`: MultiWorkerMirroredStrategy over the machines TF_CONFIG names.
+- Precision is a Keras global dtype policy set before any model is built; with mixed_float16 the optimizers are wrapped
+  in keras.optimizers.LossScaleOptimizer (dynamic loss scaling), which the phases use through `optimizer.scale_loss`.
+- The supervised contrastive loss must see the global batch: `gather` concatenates a per-replica tensor across replicas
+  (all_gather's gradient sums the replicas' upstream gradients and hands each replica its slice, so with every replica
+  computing the same global loss divided by the replica count, the summed parameter gradients equal those of one device
+  on the global batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from t2ictl.errors import UserError
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("runtime.strategy = multiworker needs TF_CONFIG naming the cluster and this worker's "
+                            "task (see `t2ictl train --help`)")
+        try:
+            json.loads(os.environ["TF_CONFIG"])
+        except json.JSONDecodeError as exc:
+            raise UserError(f"TF_CONFIG is not valid JSON: {exc}") from None
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise UserError(f"unknown strategy {name!r}")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    task_type, task_id = resolver.task_type, resolver.task_id
+    return task_type in ("chief", None) or (task_type == "worker" and task_id == 0
+                                            and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def set_precision(policy: str) -> None:
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def optimizer(inner: keras.optimizers.Optimizer, precision: str) -> keras.optimizers.Optimizer:
+    """Wrap an optimizer for dynamic loss scaling when the precision needs it (float16 only)."""
+    if precision == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(inner)
+    return inner
+
+
+def gather(tensor: tf.Tensor) -> tf.Tensor:
+    """`tensor` of every replica concatenated along axis 0 (itself on one replica); differentiable."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensor
+    return context.all_gather(tensor, axis=0)
