@@ -75,6 +75,9 @@ class GANPhase(Phase):
         self.backbone.g_optimizer = distribute.optimizer(self.backbone.g_optimizer, precision)
         self.backbone.d_optimizer = distribute.optimizer(self.backbone.d_optimizer, precision)
         self.generator = self.backbone.generator
+        # built now so that a restore finds every optimizer variable (a loss-scale wrapper has its own)
+        self.backbone.g_optimizer.build(self.generator.trainable_variables)
+        self.backbone.d_optimizer.build(self.backbone.discriminator_variables)
         self.ema_generator = self.backbone.build_generator()
         self.ema_generator.set_weights(self.generator.get_weights())
         self.noise = tf.random.Generator.from_seed(self.recipe.runtime.seed)

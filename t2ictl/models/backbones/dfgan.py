@@ -34,7 +34,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from t2ictl.errors import UserError
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, TextFeatures
+from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, TextFeatures
 
 LEAKY_SLOPE = 0.2  # every LeakyReLU of the official models
 
@@ -222,7 +222,8 @@ class DFGAN(Backbone):
     config_class = DFGANConfig
     config: DFGANConfig
 
-    def __init__(self, config: DFGANConfig, image_size: int, text_dim: int, max_words: int, encoders=None):
+    def __init__(self, config: DFGANConfig, image_size: int, text_dim: int, max_words: int,
+                 encoders: Encoders | None = None):
         super().__init__(config, image_size, text_dim, max_words, encoders)
         if image_size < 8 or image_size & (image_size - 1):
             raise UserError(f"data.image_size: DF-GAN needs a power of two of at least 8 (e.g. 64, 128, 256), "
