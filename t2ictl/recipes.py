@@ -40,6 +40,7 @@ class DataConfig:
     max_words: int = 18  # tokens per caption (AttnGAN/DF-GAN TEXT.WORDS_NUM = 18)
     batch_size: int = 32  # global batch (per branch in paired mode)
     shuffle_buffer: int = 2048
+    random_flip: bool = True  # horizontal flips in training (off where captions say "left"/"right", as shapes)
 
     def validate(self) -> None:
         _choice("dataset", self.dataset, DATASETS)

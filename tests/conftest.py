@@ -16,3 +16,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"no real data at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def prepare_shapes(out: Path, count: int, image_size: int = 32, multi_object: bool = False, seed: int = 0) -> Path:
+    from t2ictl.data.prepare import PrepareOptions, Preparer
+    from t2ictl.data.sources import open_source
+
+    name = "shapes-multi" if multi_object else "shapes"
+    source = open_source(name, [], count=count, seed=seed, image_size=image_size)
+    Preparer(source, out, PrepareOptions(shard_size=64)).run()
+    return out
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> Path:
+    """A small prepared single-object shapes dataset (read only): 320 images of 32 px, 256 train / 64 test."""
+    return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes", 320)
+
+
+@pytest.fixture(scope="session")
+def shapes_multi_data(tmp_path_factory) -> Path:
+    """A small prepared multi-object shapes dataset (read only): 160 images of 32 px."""
+    return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes-multi", 160, multi_object=True)

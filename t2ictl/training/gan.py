@@ -146,7 +146,7 @@ class GANPhase(Phase):
         tf.summary.image("samples", sampling.grid(images)[None], step=step)
 
     def evaluate(self) -> dict[str, float]:
-        if not self.recipe.data.dataset.startswith("shapes"):
+        if self.recipe.data.dataset != "shapes":
             return {}
         from t2ictl.evaluation.consistency import shapes_consistency
         from t2ictl import sampling

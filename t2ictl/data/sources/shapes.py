@@ -1,0 +1,265 @@
+"""The embedded default dataset: coloured shapes drawn procedurally, no download.
+
+Single-object variant (CUB-like): one shape per image; the class is shape x colour (4 x 5 = 20 classes). Each image also
+has a size (small or large), a horizontal position (left, centre, right) and a background (white, grey, black), so
+captions carry more than the label and a model has to read them. Every image gets ten captions from varied templates
+and synonyms, in varied word order.
+
+Multi-object variant (COCO-like): one to three shapes in distinct thirds of the image; labels are multi-hot over the
+same 20 shape x colour categories and captions name every object left to right.
+
+Everything about example i (attributes, captions, pixels) comes from a generator seeded with (seed, i): the same seed
+gives the same dataset, and images are drawn lazily when the record writer asks for them. The split is random (80%
+train, 20% test) rather than class-disjoint, so held-out captions ask for classes the generator has seen and the caption
+consistency figure (`analyze` read back on generated images) is meaningful.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+
+from t2ictl.data.sources.base import ExampleRef, Source
+from t2ictl.errors import UserError
+
+SHAPES = ("circle", "square", "triangle", "diamond")
+COLOURS = {  # RGB
+    "red": (215, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 205, 40),
+    "purple": (140, 55, 190),
+}
+BACKGROUNDS = {"white": (245, 245, 245), "grey": (128, 128, 128), "black": (15, 15, 15)}
+SIZES = ("small", "large")
+POSITIONS = ("left", "centre", "right")
+
+SHAPE_WORDS = {"circle": ("circle", "disc", "round shape"), "square": ("square", "box", "square shape"),
+               "triangle": ("triangle", "triangular shape", "triangle"), "diamond": ("diamond", "rhombus",
+                                                                                    "diamond shape")}
+SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
+POSITION_PHRASES = {"left": ("on the left", "at the left side", "to the left"),
+                    "centre": ("in the middle", "in the center", "at the centre"),
+                    "right": ("on the right", "at the right side", "to the right")}
+SINGLE_TEMPLATES = (
+    "a {size} {colour} {shape} {position} on a {background} background",
+    "a {colour} {shape} that is {size}, {position}, on {background}",
+    "{position} there is a {size} {colour} {shape}",
+    "this picture shows a {colour} {shape} {position} of a {background} image",
+    "a {background} background with a {size} {colour} {shape} {position}",
+    "the {shape} is {colour} and {size} and sits {position}",
+    "{size} {colour} {shape}, {background} background",
+    "an image of one {colour} {shape} {position}",
+    "a {colour} {shape} drawn {position} over {background}",
+    "there is a {size} {shape} in {colour} {position}",
+)
+MULTI_TEMPLATES = (
+    "{objects} on a {background} background",
+    "a {background} image with {objects}",
+    "from left to right: {objects}",
+    "{objects}",
+    "this picture shows {objects} over {background}",
+)
+CAPTIONS_PER_IMAGE = 10
+SUPERSAMPLE = 4  # shapes are drawn at 4x and averaged down, for smooth edges
+
+
+def class_names() -> list[str]:
+    return [f"{colour} {shape}" for shape in SHAPES for colour in COLOURS]
+
+
+def class_index(shape: str, colour: str) -> int:
+    return SHAPES.index(shape) * len(COLOURS) + list(COLOURS).index(colour)
+
+
+# -- drawing --------------------------------------------------------------------------------------------------------
+
+
+def shape_mask(shape: str, size: int, cx: float, cy: float, radius: float) -> np.ndarray:
+    """Boolean [size, size] mask of a shape centred at (cx, cy) with half-extent `radius`, in pixel units."""
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    dx, dy = x - cx, y - cy
+    if shape == "circle":
+        return dx * dx + dy * dy <= radius * radius
+    if shape == "square":
+        return (np.abs(dx) <= radius * 0.85) & (np.abs(dy) <= radius * 0.85)
+    if shape == "diamond":
+        return np.abs(dx) + np.abs(dy) <= radius
+    # triangle, apex up: base at cy + r, apex at cy - r
+    height_from_top = dy + radius
+    return (dy <= radius) & (height_from_top >= 0) & (np.abs(dx) <= height_from_top / 2.0)
+
+
+def render(objects: list[dict], background: str, image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [S, S, 3] image of `objects` (shape, colour, cx, cy, radius as fractions of the image)."""
+    big = image_size * SUPERSAMPLE
+    canvas = np.empty((big, big, 3), np.float32)
+    canvas[:] = np.array(BACKGROUNDS[background], np.float32) + rng.normal(0, 4, 3)
+    for obj in objects:
+        mask = shape_mask(obj["shape"], big, obj["cx"] * big, obj["cy"] * big, obj["radius"] * big)
+        colour = np.array(COLOURS[obj["colour"]], np.float32) + rng.normal(0, 8, 3)
+        canvas[mask] = colour
+    small = canvas.reshape(image_size, SUPERSAMPLE, image_size, SUPERSAMPLE, 3).mean(axis=(1, 3))
+    small += rng.normal(0, 3, small.shape)  # a little sensor noise, so flat colours are not trivially exact
+    return np.clip(np.round(small), 0, 255).astype(np.uint8)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    import tensorflow as tf
+
+    return tf.io.encode_png(image).numpy()
+
+
+# -- one example -----------------------------------------------------------------------------------------------------
+
+
+def single_object(rng: np.random.Generator) -> tuple[list[dict], dict]:
+    shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+    size, position = rng.choice(SIZES), rng.choice(POSITIONS)
+    background = rng.choice(list(BACKGROUNDS))
+    radius = rng.uniform(0.12, 0.16) if size == "small" else rng.uniform(0.22, 0.27)
+    cx = {"left": 0.28, "centre": 0.5, "right": 0.72}[position] + rng.uniform(-0.04, 0.04)
+    cx = float(np.clip(cx, radius, 1 - radius))
+    cy = float(np.clip(0.5 + rng.uniform(-0.12, 0.12), radius, 1 - radius))
+    objects = [{"shape": str(shape), "colour": str(colour), "cx": cx, "cy": cy, "radius": float(radius)}]
+    attributes = {"shape": str(shape), "colour": str(colour), "size": str(size), "position": str(position),
+                  "background": str(background)}
+    return objects, attributes
+
+
+def multi_object(rng: np.random.Generator) -> tuple[list[dict], dict]:
+    count = int(rng.integers(1, 4))
+    thirds = sorted(rng.choice(3, size=count, replace=False))
+    background = str(rng.choice(list(BACKGROUNDS)))
+    objects = []
+    for third in thirds:
+        radius = float(rng.uniform(0.1, 0.15))
+        objects.append({"shape": str(rng.choice(SHAPES)), "colour": str(rng.choice(list(COLOURS))),
+                        "cx": (third + 0.5) / 3 + float(rng.uniform(-0.03, 0.03)),
+                        "cy": 0.5 + float(rng.uniform(-0.2, 0.2)), "radius": radius})
+    return objects, {"background": background}
+
+
+def single_captions(attributes: dict, rng: np.random.Generator) -> tuple[str, ...]:
+    captions = []
+    for template in rng.permutation(SINGLE_TEMPLATES)[:CAPTIONS_PER_IMAGE]:
+        captions.append(str(template).format(
+            size=rng.choice(SIZE_WORDS[attributes["size"]]), colour=attributes["colour"],
+            shape=rng.choice(SHAPE_WORDS[attributes["shape"]]),
+            position=rng.choice(POSITION_PHRASES[attributes["position"]]), background=attributes["background"]))
+    return tuple(captions)
+
+
+def multi_captions(objects: list[dict], background: str, rng: np.random.Generator) -> tuple[str, ...]:
+    captions = []
+    for index in range(CAPTIONS_PER_IMAGE):
+        names = [f"a {o['colour']} {rng.choice(SHAPE_WORDS[o['shape']])}" for o in objects]
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        template = MULTI_TEMPLATES[index % len(MULTI_TEMPLATES)]
+        captions.append(template.format(objects=listed, background=background))
+    return tuple(captions)
+
+
+class ShapesSource(Source):
+    captions_per_image = CAPTIONS_PER_IMAGE
+
+    def __init__(self, multi_object: bool, count: int, seed: int, image_size: int):
+        super().__init__()
+        self.name = "shapes-multi" if multi_object else "shapes"
+        self.multi_label = multi_object
+        self.count, self.seed, self.image_size = count, seed, image_size
+
+    def classes(self) -> list[str]:
+        return class_names()
+
+    def example(self, index: int) -> ExampleRef:
+        rng = np.random.default_rng([self.seed, index])
+        if self.multi_label:
+            objects, attributes = multi_object(rng)
+            captions = multi_captions(objects, attributes["background"], rng)
+            labels = tuple(sorted({class_index(o["shape"], o["colour"]) for o in objects}))
+        else:
+            objects, attributes = single_object(rng)
+            captions = single_captions(attributes, rng)
+            labels = (class_index(attributes["shape"], attributes["colour"]),)
+        pixels_seed = int(rng.integers(2**31))
+
+        def load_image() -> bytes:
+            return encode_png(render(objects, attributes["background"], self.image_size,
+                                     np.random.default_rng(pixels_seed)))
+
+        return ExampleRef(f"{self.name}-{self.seed}-{index:06d}", captions, labels, load_image,
+                          origin=f"{self.name}#{index}")
+
+    def splits(self) -> dict[str, list[ExampleRef]]:
+        order = np.random.default_rng([self.seed, 2**31]).permutation(self.count)
+        train_count = int(round(self.count * 0.8))
+        return {"train": [self.example(int(i)) for i in sorted(order[:train_count])],
+                "test": [self.example(int(i)) for i in sorted(order[train_count:])]}
+
+    def describe(self) -> dict:
+        return {"generator": "t2ictl.data.sources.shapes", "variant": self.name, "count": self.count,
+                "seed": self.seed, "image_size": self.image_size,
+                "split": "random 80% train / 20% test of the generated images",
+                "classes": "shape x colour (20)", "crop": "whole image"}
+
+    def fingerprint(self) -> str:
+        source = Path(__file__).read_bytes()  # a change to the drawing code changes the data
+        key = f"{self.name}:{self.count}:{self.seed}:{self.image_size}:".encode() + source
+        return hashlib.sha256(key).hexdigest()
+
+
+def open_source(inputs: list[Path], multi_object: bool = False, count: int | None = None, seed: int = 0,
+                image_size: int = 64) -> ShapesSource:
+    if inputs:
+        raise UserError("shapes is generated, it reads no --source")
+    return ShapesSource(multi_object, count or 5000, seed, image_size)
+
+
+# -- reading captions and images back (caption consistency) ----------------------------------------------------------
+
+_SHAPE_BY_WORD = {word: shape for shape, words in SHAPE_WORDS.items() for phrase in words
+                  for word in phrase.split() if word not in ("shape", "triangular")} | {"triangular": "triangle"}
+
+
+def parse_caption(caption: str) -> dict:
+    """The shape and colour a single-object caption asks for (None where it names none)."""
+    words = re.findall(r"[a-z]+", caption.lower())
+    colour = next((w for w in words if w in COLOURS), None)
+    shape = next((_SHAPE_BY_WORD[w] for w in words if w in _SHAPE_BY_WORD), None)
+    return {"shape": shape, "colour": colour}
+
+
+def analyze(image: np.ndarray) -> dict:
+    """The shape and colour of the single object in a uint8 [H, W, 3] image, read from its pixels.
+
+    The background is the median border colour; the object is every pixel far from it. Its colour is the nearest palette
+    colour to the object's median pixel; its shape comes from how much of its bounding box it fills and how wide it is
+    halfway down and near the bottom (square: full box; triangle: narrow middle; circle vs diamond: fill ratio).
+    """
+    pixels = image.astype(np.float32)
+    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    background = np.median(border, axis=0)
+    foreground = np.linalg.norm(pixels - background, axis=-1) > 60
+    if foreground.sum() < 4:
+        return {"shape": None, "colour": None}
+    median = np.median(pixels[foreground], axis=0)
+    colour = min(COLOURS, key=lambda name: np.linalg.norm(median - np.array(COLOURS[name])))
+    rows, cols = np.nonzero(foreground)
+    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
+    height, width = bottom - top + 1, right - left + 1
+    fill = foreground.sum() / float(height * width)
+    row_width = foreground.sum(axis=1)
+    middle = row_width[top + height // 2] / width
+    if fill > 0.88:
+        shape = "square"
+    elif middle < 0.72:
+        shape = "triangle"
+    elif fill > 0.66:
+        shape = "circle"
+    else:
+        shape = "diamond"
+    return {"shape": shape, "colour": colour}

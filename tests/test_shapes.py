@@ -1,0 +1,81 @@
+"""The embedded shapes dataset: determinism, classes and captions, and the pixel reader used for consistency."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from t2ictl.data.sources import open_source, shapes
+from t2ictl.errors import UserError
+
+
+def test_same_seed_same_dataset_other_seed_other_dataset():
+    first = open_source("shapes", [], count=30, seed=3, image_size=32).splits()
+    again = open_source("shapes", [], count=30, seed=3, image_size=32).splits()
+    other = open_source("shapes", [], count=30, seed=4, image_size=32).splits()
+    for a, b in zip(first["train"], again["train"]):
+        assert (a.example_id, a.captions, a.label_ids) == (b.example_id, b.captions, b.label_ids)
+        assert a.load_image() == b.load_image()
+    assert [r.load_image() for r in first["train"][:5]] != [r.load_image() for r in other["train"][:5]]
+
+
+def test_split_is_80_20_and_disjoint():
+    splits = open_source("shapes", [], count=50, seed=0, image_size=32).splits()
+    train, test = {r.example_id for r in splits["train"]}, {r.example_id for r in splits["test"]}
+    assert (len(train), len(test)) == (40, 10) and not train & test
+
+
+def test_single_object_labels_and_captions_agree():
+    source = open_source("shapes", [], count=60, seed=1, image_size=32)
+    assert len(source.classes()) == 20 and not source.multi_label
+    for ref in source.splits()["train"]:
+        assert len(ref.captions) == 10 and len(set(ref.captions)) > 5  # varied wording
+        (label,) = ref.label_ids
+        colour, shape = source.classes()[label].split()
+        for caption in ref.captions:
+            assert shapes.parse_caption(caption) == {"shape": shape, "colour": colour}, caption
+
+
+def test_multi_object_labels_are_the_named_objects():
+    source = open_source("shapes-multi", [], count=60, seed=1, image_size=32)
+    assert source.multi_label and source.name == "shapes-multi"
+    counts = set()
+    for ref in source.splits()["train"]:
+        named = {f"{c} {s}" for c in shapes.COLOURS for s in shapes.SHAPES
+                 if any(f"{c} {w}" in ref.captions[0] for w in shapes.SHAPE_WORDS[s])}
+        assert {source.classes()[i] for i in ref.label_ids} == named, ref.captions[0]
+        counts.add(ref.captions[0].count(" and ") + ref.captions[0].count(", ") + 1)
+    assert counts == {1, 2, 3}
+
+
+def decoded(ref) -> np.ndarray:
+    return tf.io.decode_png(ref.load_image()).numpy()
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_the_pixel_reader_reads_the_drawn_shape_and_colour(size):
+    refs = open_source("shapes", [], count=200, seed=2, image_size=size).splits()["train"]
+    hits = 0
+    for ref in refs:
+        image = decoded(ref)
+        assert image.shape == (size, size, 3)
+        hits += shapes.analyze(image) == shapes.parse_caption(ref.captions[0])
+    assert hits / len(refs) >= (0.99 if size == 64 else 0.93)
+
+
+def test_the_pixel_reader_tells_a_blank_image():
+    assert shapes.analyze(np.full((32, 32, 3), 128, np.uint8)) == {"shape": None, "colour": None}
+
+
+def test_a_wrong_colour_or_shape_is_read_as_such():
+    rng = np.random.default_rng(0)
+    image = shapes.render([{"shape": "triangle", "colour": "blue", "cx": 0.5, "cy": 0.5, "radius": 0.3}],
+                          "white", 64, rng)
+    assert shapes.analyze(image) == {"shape": "triangle", "colour": "blue"}
+    image = shapes.render([{"shape": "circle", "colour": "yellow", "cx": 0.3, "cy": 0.5, "radius": 0.2}],
+                          "black", 64, rng)
+    assert shapes.analyze(image) == {"shape": "circle", "colour": "yellow"}
+
+
+def test_shapes_takes_no_source(tmp_path):
+    with pytest.raises(UserError, match="no --source"):
+        open_source("shapes", [tmp_path])
