@@ -38,3 +38,18 @@ def shapes_data(tmp_path_factory) -> Path:
 def shapes_multi_data(tmp_path_factory) -> Path:
     """A small prepared multi-object shapes dataset (read only): 160 images of 32 px."""
     return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes-multi", 160, multi_object=True)
+
+
+TINY = [
+    "data.batch_size=16", "pretrain.epochs=2", "pretrain.text_dim=32", "pretrain.embedding_dim=16",
+    "pretrain.small_trunk_width=8", "pretrain.eval_examples=64", "pretrain.log_every=4",
+    "pretrain.checkpoint_every=1000", "model.nf=4", "train.epochs=1", "train.log_every=4",
+    "train.checkpoint_every=1000", "train.sample_every=1000", "train.sample_captions=2",
+]
+
+
+def tiny_recipe(data_dir: Path, *overrides: str, name: str = "shapes"):
+    """The embedded recipe shrunk for tests (tiny widths, two short epochs), reading `data_dir`."""
+    from t2ictl import recipes
+
+    return recipes.load_recipe(name, TINY + [f'data.dir="{data_dir}"', *overrides])

@@ -16,10 +16,11 @@ from t2ictl.data.vocab import Vocabulary
 from t2ictl.recipes import Recipe
 
 
-def held_out(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int) -> tuple[list[str], np.ndarray]:
-    """First captions and real uint8 images of up to `count` held-out examples."""
+def held_out(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int, split: str = "test"
+             ) -> tuple[list[str], np.ndarray]:
+    """First captions and real uint8 images of up to `count` examples of the split."""
     captions, images = [], []
-    for batch in pipeline.eval_dataset(data_dir, recipe.data, vocab, split="test", caption="first"):
+    for batch in pipeline.eval_dataset(data_dir, recipe.data, vocab, split=split, caption="first"):
         captions += [c.decode("utf-8") for c in batch["caption"].numpy()]
         images.append(np.round((batch["image"].numpy() + 1.0) * 127.5).clip(0, 255).astype(np.uint8))
         if len(captions) >= count:
@@ -37,11 +38,11 @@ def agreement(captions: list[str], images: np.ndarray) -> dict[str, float]:
 
 
 def shapes_consistency(sampler, data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int = 200,
-                       seed: int = 0) -> dict[str, float]:
+                       seed: int = 0, split: str = "test") -> dict[str, float]:
     """Agreement of generated images with their captions, and of the real images (the ceiling)."""
     if recipe.data.dataset != "shapes":
         return {}
-    captions, real = held_out(data_dir, recipe, vocab, count)
+    captions, real = held_out(data_dir, recipe, vocab, count, split)
     generated = sampler.sample(captions, per_caption=1, seed=seed)[:, 0]
     result = agreement(captions, generated)
     result.update({f"real_{k}": v for k, v in agreement(captions, real).items()})

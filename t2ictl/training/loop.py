@@ -86,9 +86,8 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
         phase.build()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
     checkpoint = tf.train.Checkpoint(step=step, **phase.trackables())
-    manager = tf.train.CheckpointManager(checkpoint, str(run_dir.checkpoints(phase.name)),
-                                         max_to_keep=schedule.keep_checkpoints)
-    _restore(checkpoint, manager)
+    _restore(checkpoint, run_dir.checkpoints(phase.name))
+    manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
     start = int(step.numpy())
     metrics: dict[str, float] = {}
     if start < schedule.total_steps:
@@ -100,8 +99,25 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     return metrics
 
 
-def _restore(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> None:
-    latest = manager.latest_checkpoint
+def _checkpoint_manager(checkpoint, folder, schedule: Schedule, strategy) -> tf.train.CheckpointManager:
+    """Keep-N checkpoints in `folder`; a non-chief worker of a multi-worker run takes part in every save (the save
+    is collective) but writes into a scratch folder of its own that is removed again, so only the chief's files count.
+    """
+    from t2ictl.training import distribute
+
+    if not distribute.is_chief(strategy):
+        folder = folder.parent / f".{folder.name}-worker-{strategy.cluster_resolver.task_id}"
+    return tf.train.CheckpointManager(checkpoint, str(folder), max_to_keep=schedule.keep_checkpoints)
+
+
+def _save(manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
+    manager.save(checkpoint_number=step)
+    if not chief:
+        tf.io.gfile.rmtree(manager.directory)
+
+
+def _restore(checkpoint: tf.train.Checkpoint, folder) -> None:
+    latest = tf.train.latest_checkpoint(str(folder))
     if latest is None:
         return
     try:
@@ -128,8 +144,11 @@ def _compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool)
 
 
 def _train(phase, strategy, iterator, step, manager, run_dir, schedule, jit_compile) -> dict[str, float]:
+    from t2ictl.training import distribute
+
     train_step = _compiled_step(phase, strategy, step, jit_compile)
-    writer = tf.summary.create_file_writer(str(run_dir.logs(phase.name)))
+    chief = distribute.is_chief(strategy)
+    writer = tf.summary.create_file_writer(str(run_dir.logs(phase.name))) if chief else tf.summary.create_noop_writer()
     start = int(step.numpy())
     metrics: dict[str, float] = {}
     window_start, window_steps = time.perf_counter(), 0
@@ -149,15 +168,15 @@ def _train(phase, strategy, iterator, step, manager, run_dir, schedule, jit_comp
                     _log_scalars(values | {"images_per_second": rate}, current)
                     bar.update(task, status=_status(current, schedule.total_steps, values))
                     window_start, window_steps = time.perf_counter(), 0
-                if schedule.report_every and current % schedule.report_every == 0:
+                if chief and schedule.report_every and current % schedule.report_every == 0:
                     phase.report(current)
-                if current % schedule.checkpoint_every == 0:
-                    manager.save(checkpoint_number=current)
-                if current % schedule.steps_per_epoch == 0 or current == schedule.total_steps:
-                    manager.save(checkpoint_number=current)
+                epoch_end = current % schedule.steps_per_epoch == 0 or current == schedule.total_steps
+                if epoch_end or current % schedule.checkpoint_every == 0:
+                    _save(manager, current, chief)
+                if epoch_end:
                     metrics = _end_epoch(phase, current, schedule, bar)
         except KeyboardInterrupt:
-            manager.save(checkpoint_number=int(step.numpy()))
+            _save(manager, int(step.numpy()), chief)
             raise
     return metrics
 

@@ -64,7 +64,7 @@ MULTI_TEMPLATES = (
     "this picture shows {objects} over {background}",
 )
 CAPTIONS_PER_IMAGE = 10
-SUPERSAMPLE = 4  # shapes are drawn at 4x and averaged down, for smooth edges
+SUPERSAMPLE = 3  # shapes are drawn at 3x and averaged down, for smooth edges
 
 
 def class_names() -> list[str]:

@@ -1,0 +1,175 @@
+"""Phase 2: the contrastive GAN on DF-GAN, sampling, export, exact resume, and the README's main job end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import prepare_shapes, tiny_recipe
+
+from t2ictl.errors import UserError
+from t2ictl.evaluation.consistency import shapes_consistency
+from t2ictl.training import gan
+from t2ictl.training.pretrain import pretrain
+from t2ictl.training.run_dir import RunDir, open_run
+
+
+def manifest_of(data_dir):
+    return json.loads((data_dir / "manifest.json").read_text())
+
+
+def trained_run(data_dir, run_path, *overrides, resume=False) -> RunDir:
+    """Pretrain (if the run has no encoders yet) and train the GAN phase of the tiny recipe."""
+    recipe = tiny_recipe(data_dir, *overrides)
+    if not (run_path / "encoders" / "encoders.json").exists():
+        run = open_run(run_path, recipe, data_dir, "pretrain", resume=False)
+        pretrain(recipe, data_dir, manifest_of(data_dir), run)
+    run = open_run(run_path, recipe, data_dir, "train", resume=resume)
+    gan.train(recipe, data_dir, manifest_of(data_dir), run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def few_shapes(tmp_path_factory):
+    """A handful of examples to overfit: 40 images (32 train)."""
+    return prepare_shapes(tmp_path_factory.mktemp("few") / "shapes", 40)
+
+
+@pytest.fixture(scope="module")
+def short_run(shapes_data, tmp_path_factory) -> RunDir:
+    return trained_run(shapes_data, tmp_path_factory.mktemp("gan") / "run")
+
+
+def scalars(run: RunDir, tag: str) -> list[float]:
+    values = []
+    for path in sorted(run.logs("train").glob("events.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values.append(float(tf.make_ndarray(value.tensor)))
+    return values
+
+
+def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
+    overrides = ("model.nf=8", "pretrain.epochs=30", "train.epochs=150", "train.log_every=5", "train.ema_decay=0.9",
+                 "model.g_lr=0.0004", "model.d_lr=0.0008")
+    recipe = tiny_recipe(few_shapes, *overrides)
+    untrained_run = tmp_path / "untrained"
+    trained = trained_run(few_shapes, tmp_path / "run", *overrides)
+    sampler, _, _ = gan.generator_from_run(trained)
+    after = shapes_consistency(sampler, few_shapes, recipe, trained.vocab(), count=32, split="train")
+    untrained = trained_run(few_shapes, untrained_run, *overrides[:2], "train.epochs=1", "train.log_every=1")
+    before_sampler, _, _ = gan.generator_from_run(untrained)
+    before = shapes_consistency(before_sampler, few_shapes, recipe, trained.vocab(), count=32, split="train")
+    assert after["colour_accuracy"] >= before["colour_accuracy"] + 0.3, (before, after)
+    supcon = scalars(trained, "supcon")
+    quarter = len(supcon) // 4
+    assert np.mean(supcon[-quarter:]) < np.mean(supcon[:quarter]), supcon
+
+
+def test_same_seed_same_images_other_caption_other_images(short_run):
+    sampler, _, _ = gan.generator_from_run(short_run)
+    captions = ["a large red circle on the left on a white background", "a small blue square on the right"]
+    first = sampler.sample(captions, per_caption=3, seed=7)
+    again = sampler.sample(captions, per_caption=3, seed=7)
+    other_seed = sampler.sample(captions, per_caption=3, seed=8)
+    assert first.shape == (2, 3, 32, 32, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first.astype(int) - other_seed).mean() > 0.5
+    assert np.abs(first[0].astype(int) - first[1]).mean() > 0.5  # same noise rows, other caption
+
+
+def test_sampling_refuses_empty_and_unknown_only_captions(short_run):
+    sampler, _, _ = gan.generator_from_run(short_run)
+    with pytest.raises(UserError, match="no words"):
+        sampler.sample(["  "], per_caption=1, seed=0)
+    with pytest.raises(UserError, match="only words the model does not know"):
+        sampler.sample(["zyzzyva qwerty"], per_caption=1, seed=0)
+
+
+def test_the_exported_model_equals_the_in_process_generator(short_run, tmp_path):
+    from t2ictl import sampling
+    from t2ictl.export import export_run
+
+    out = export_run(short_run.path, tmp_path / "model")
+    sampler, _, _ = gan.generator_from_run(short_run)
+    captions = ["a large red circle on the left", "a small green triangle in the middle on black"]
+    expected = sampler.sample(captions, per_caption=2, seed=3)
+    z = sampling.noise(4, sampler.noise_dim, 3).numpy()
+    np.save(tmp_path / "z.npy", z)
+    script = f"""
+import sys, json, numpy as np
+sys.modules["t2ictl"] = None  # prove the model needs no t2ictl
+import tensorflow as tf, tensorflow_hub as hub
+captions = tf.constant({[c for c in captions for _ in range(2)]!r})
+model = tf.saved_model.load({str(out)!r})
+seeded = model.signatures["serving_default"](captions=captions, seed=tf.constant(3, tf.int64),
+                                             truncation=tf.constant(0.0))["images"].numpy()
+noised = model.signatures["with_noise"](captions=captions, noise=tf.constant(np.load({str(tmp_path / 'z.npy')!r})))
+hub_model = hub.load({str(out)!r})
+again = hub_model.signatures["serving_default"](captions=captions, seed=tf.constant(3, tf.int64),
+                                                truncation=tf.constant(0.0))["images"].numpy()
+np.save({str(tmp_path / 'seeded.npy')!r}, seeded)
+np.save({str(tmp_path / 'noised.npy')!r}, noised["images"].numpy())
+np.save({str(tmp_path / 'hub.npy')!r}, again)
+"""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    flat = expected.reshape(4, *expected.shape[2:])
+    for name in ("seeded", "noised", "hub"):
+        exported = np.load(tmp_path / f"{name}.npy")
+        assert exported.dtype == np.uint8 and exported.shape == flat.shape
+        assert np.abs(exported.astype(int) - flat).max() <= 1, name  # rounding at .5 may differ by one level
+
+
+def generator_weights(run: RunDir) -> list[np.ndarray]:
+    sampler, _, _ = gan.generator_from_run(run)
+    return sampler.generator.get_weights()
+
+
+def test_train_n_plus_m_equals_train_n_then_resume_m(shapes_data, tmp_path):
+    straight = trained_run(shapes_data, tmp_path / "straight", "train.epochs=2")
+    import shutil
+
+    shutil.copytree(tmp_path / "straight" / "encoders", tmp_path / "resumed" / "encoders")
+    shutil.copyfile(tmp_path / "straight" / "vocab.json", tmp_path / "resumed" / "vocab.json")
+    trained_run(shapes_data, tmp_path / "resumed", "train.epochs=1")
+    resumed = trained_run(shapes_data, tmp_path / "resumed", "train.epochs=2", resume=True)
+    for a, b in zip(generator_weights(straight), generator_weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_contrastive_off_trains_the_plain_backbone_on_unpaired_batches(shapes_data, tmp_path):
+    run = trained_run(shapes_data, tmp_path / "plain", "contrastive.enabled=false")
+    assert scalars(run, "g_loss") and not scalars(run, "supcon")
+
+
+def t2ictl(*args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", "t2ictl", *args], capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=900)
+
+
+def test_the_readme_main_job_end_to_end_at_tiny_size(tmp_path):
+    """README: prepare shapes, train (pretraining first), sample; here with 80 images and tiny widths."""
+    from conftest import TINY
+
+    sets = [arg for item in TINY for arg in ("--set", item)]
+    steps = [
+        ["prepare", "shapes", "--count", "80", "--image-size", "32"],
+        ["train", "--recipe", "shapes", *sets],
+        ["sample", "a large red circle on the left", "a small blue square", "--run", "runs/shapes", "-n", "3",
+         "--out", "samples.png"],
+        ["export", "--run", "runs/shapes", "--out", "model"],
+    ]
+    for step in steps:
+        result = t2ictl(*step, cwd=tmp_path)
+        assert result.returncode == 0, (step, result.stderr[-3000:])
+    grid = tf.io.decode_png((tmp_path / "samples.png").read_bytes()).numpy()
+    assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    assert (tmp_path / "runs" / "shapes" / "encoders" / "encoders.json").exists()
+    assert (tmp_path / "model" / "saved_model.pb").exists()

@@ -1,0 +1,146 @@
+"""Phase 1: DAMSM + supervised contrastive pretraining over two weight-sharing branches, on the embedded shapes."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import tiny_recipe
+
+from t2ictl.data import pipeline
+from t2ictl.errors import UserError
+from t2ictl.training import loop
+from t2ictl.training.pretrain import PretrainPhase, load_encoders, pretrain, retrieval_metrics
+from t2ictl.training.run_dir import RunDir, open_run
+
+
+def manifest_of(data_dir):
+    return json.loads((data_dir / "manifest.json").read_text())
+
+
+def make_phase(data_dir, run_path, *overrides) -> PretrainPhase:
+    recipe = tiny_recipe(data_dir, *overrides)
+    run = open_run(run_path, recipe, data_dir, "pretrain", resume=False)
+    steps = pipeline.steps_per_epoch(manifest_of(data_dir), recipe.data, recipe.contrastive.enabled)
+    loop.prepare_runtime(recipe.runtime)
+    phase = PretrainPhase(recipe, run.vocab(), manifest_of(data_dir), data_dir, run, steps)
+    phase.build()
+    return phase
+
+
+def first_batch(phase: PretrainPhase) -> dict:
+    return next(iter(pipeline.train_dataset(phase.data_dir, phase.recipe.data, phase.vocab, paired=phase.paired,
+                                            seed=0)))
+
+
+def test_gradients_reach_every_encoder_weight_through_both_branches(shapes_data, tmp_path):
+    from t2ictl.training.branches import merge_branches
+
+    phase = make_phase(shapes_data, tmp_path / "run")
+    batch = first_batch(phase)
+    variables = phase.text_encoder.trainable_variables + phase.image_encoder.trainable_variables
+    images = {branch: tf.Variable(batch[branch]["image"]) for branch in ("a", "b")}
+    with tf.GradientTape() as tape:
+        paired = {branch: dict(batch[branch], image=images[branch]) for branch in ("a", "b")}
+        terms = phase.losses(merge_branches(paired, True), training=True)
+    grads = tape.gradient(terms["supcon"], variables + [images["a"], images["b"]])
+    assert float(terms["supcon"]) > 0 and np.isfinite(float(terms["loss"]))
+    for variable, grad in zip(variables, grads[:-2]):
+        assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0, variable.path
+    for branch, grad in zip("ab", grads[-2:]):  # the contrastive loss depends on each branch's own pixels
+        assert float(tf.reduce_max(tf.abs(grad))) > 0, branch
+
+
+def test_the_two_branches_share_one_set_of_weights(shapes_data, tmp_path):
+    phase = make_phase(shapes_data, tmp_path / "run")
+    batch = first_batch(phase)
+    swapped = {"a": batch["b"], "b": batch["a"]}
+    from t2ictl.training.branches import merge_branches
+
+    one = phase.losses(merge_branches(batch, True), training=False)
+    two = phase.losses(merge_branches(swapped, True), training=False)
+    # swapping the branches permutes the rows of one merged batch: every loss term is the same
+    for key in one:
+        np.testing.assert_allclose(float(one[key]), float(two[key]), rtol=1e-4)
+
+
+def test_retrieval_metrics_match_a_direct_count():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(12, 6))
+    sentence = image + rng.normal(scale=0.8, size=image.shape)
+    labels = np.eye(3)[rng.integers(0, 3, 12)]
+    metrics = retrieval_metrics(image, sentence, labels)
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    similarity = unit(sentence) @ unit(image).T
+    hits = sum(int(np.argmax(similarity[i]) == i) for i in range(12))
+    assert metrics["text_to_image_r1"] == pytest.approx(hits / 12)
+    assert metrics["chance_r1"] == pytest.approx(1 / 12)
+
+
+def pretrain_run(data_dir, run_path, *overrides):
+    recipe = tiny_recipe(data_dir, *overrides)
+    run = open_run(run_path, recipe, data_dir, "pretrain", resume=False)
+    return pretrain(recipe, data_dir, manifest_of(data_dir), run), run
+
+
+@pytest.fixture(scope="module")
+def trained_pair(shapes_data, tmp_path_factory):
+    """Short pretraining with the contrastive loss on and off (same seed, same data)."""
+    root = tmp_path_factory.mktemp("pretrain")
+    on, run_on = pretrain_run(shapes_data, root / "on", "pretrain.epochs=6")
+    off, _ = pretrain_run(shapes_data, root / "off", "pretrain.epochs=6", "contrastive.enabled=false")
+    return on, off, run_on
+
+
+def test_short_pretraining_retrieves_far_above_chance(trained_pair):
+    on, off, _ = trained_pair
+    for metrics in (on, off):
+        assert metrics["text_to_image_r5"] > 5 * 5 * metrics["chance_r1"], metrics
+
+
+def test_contrastive_learning_clusters_same_class_images_more_tightly(trained_pair):
+    on, off, _ = trained_pair
+    assert on["cluster_gap"] > off["cluster_gap"] + 0.05, (on, off)
+
+
+def test_the_run_holds_encoders_the_gan_phase_can_load(trained_pair):
+    *_, run = trained_pair
+    text, image, info = load_encoders(run.encoders)
+    assert info["text_dim"] == 32 and info["contrastive"] is True
+    out = text(tf.constant([[5, 6, 7] + [0] * 15]), training=False)
+    assert out["sentence"].shape == (1, 32) and out["words"].shape == (1, 18, 32)
+
+
+def weights_of(phase_run: RunDir) -> list[np.ndarray]:
+    text, image, _ = load_encoders(phase_run.encoders)
+    return text.get_weights() + image.get_weights()
+
+
+def test_interrupted_and_resumed_pretraining_ends_in_the_same_weights(shapes_data, tmp_path):
+    _, straight = pretrain_run(shapes_data, tmp_path / "straight")
+    recipe = tiny_recipe(shapes_data)
+    steps = pipeline.steps_per_epoch(manifest_of(shapes_data), recipe.data, True)
+    first = tiny_recipe(shapes_data, "pretrain.epochs=1")  # stop after epoch 1 of 2, as an interrupt would
+    run = open_run(tmp_path / "resumed", first, shapes_data, "pretrain", resume=False)
+    pretrain(first, shapes_data, manifest_of(shapes_data), run)
+    assert tf.train.latest_checkpoint(str(run.checkpoints("pretrain"))).endswith(f"-{steps}")
+    run = open_run(tmp_path / "resumed", recipe, shapes_data, "pretrain", resume=True)
+    pretrain(recipe, shapes_data, manifest_of(shapes_data), run)
+    for a, b in zip(weights_of(straight), weights_of(run)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_with_another_vocabulary_is_refused(shapes_data, tmp_path):
+    import shutil
+
+    recipe = tiny_recipe(shapes_data, "pretrain.epochs=1")
+    run = open_run(tmp_path / "run", recipe, shapes_data, "pretrain", resume=False)
+    pretrain(recipe, shapes_data, manifest_of(shapes_data), run)
+    other = tmp_path / "other-data"
+    shutil.copytree(shapes_data, other)
+    vocab = json.loads((other / "vocab.json").read_text())
+    vocab["words"].append("zebra")
+    vocab["counts"]["zebra"] = 1
+    (other / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(UserError, match="vocabulary"):
+        open_run(tmp_path / "run", recipe, other, "pretrain", resume=True)
