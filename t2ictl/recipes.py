@@ -221,7 +221,7 @@ def available_recipes() -> dict[str, Path]:
 
 def resolve_recipe_path(name_or_path: str) -> Path:
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml" or candidate.exists():
+    if candidate.suffix == ".toml" or candidate.is_file():
         if not candidate.is_file():
             raise UserError(f"recipe file {candidate} does not exist")
         return candidate

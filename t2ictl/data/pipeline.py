@@ -139,8 +139,7 @@ def _epoch_records(paths: list[str], seed: int, epoch, config: DataConfig, num_c
         files = tf.data.Dataset.from_tensor_slices(tf.gather(tf.constant(paths), order))
         data = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        shuffle_seed = tf.cast(tf.math.floormod(pass_seed[0] * 7919 + pass_seed[1], 2**31 - 1), tf.int64)
-        data = data.shuffle(config.shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False)
+        data = _block_shuffle(data, config.shuffle_buffer, pass_seed)
         if context is not None and context.num_input_pipelines > 1:
             data = data.shard(context.num_input_pipelines, context.input_pipeline_id)
         passes.append(data)
@@ -148,6 +147,19 @@ def _epoch_records(paths: list[str], seed: int, epoch, config: DataConfig, num_c
     for more in passes[1:]:
         data = data.concatenate(more)
     return data.map(lambda s: _parse(s, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _block_shuffle(data: tf.data.Dataset, block: int, seed) -> tf.data.Dataset:
+    """Elements permuted within consecutive blocks of `block`, by a stateless function of `seed` and the block index.
+
+    Dataset.shuffle would need a Python seed (a tensor seed is not accepted once a global seed is set), and the seed
+    here depends on the epoch, which is a tensor inside the endless epoch stream.
+    """
+    def permute(index, elements):
+        order = tf.argsort(tf.random.stateless_uniform([tf.shape(elements)[0]], seed + [0, index * 7919]))
+        return tf.gather(elements, order)
+
+    return data.batch(block).enumerate().map(permute).unbatch()
 
 
 def _pair_key(example: dict, seed) -> tf.Tensor:

@@ -85,7 +85,8 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     with strategy.scope():
         phase.build()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = tf.train.Checkpoint(step=step, **phase.trackables())
+    trackables = phase.trackables()
+    checkpoint = tf.train.Checkpoint(step=step, **trackables, **_random_states(trackables))
     _restore(checkpoint, run_dir.checkpoints(phase.name))
     manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
     start = int(step.numpy())
@@ -97,6 +98,19 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
         console.print(f"{phase.name}: already at step {start} of {schedule.total_steps}; nothing to train")
     phase.export()
     return metrics
+
+
+def _random_states(trackables: dict) -> dict:
+    """The seed-generator states of Keras layers (dropout), which checkpoints of a model leave out; a resumed run needs
+    them to draw the same dropout masks as an uninterrupted one."""
+    import keras
+
+    states = {}
+    for name, model in trackables.items():
+        if isinstance(model, keras.Model):
+            seeds = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+            states.update({f"{name}_random_state_{i}": v for i, v in enumerate(seeds)})
+    return states
 
 
 def _checkpoint_manager(checkpoint, folder, schedule: Schedule, strategy) -> tf.train.CheckpointManager:

@@ -1,0 +1,1 @@
+"""Loss functions, each a plain function of tensors: supervised contrastive (supcon) and DAMSM matching (damsm)."""
