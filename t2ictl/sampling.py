@@ -23,9 +23,10 @@ def noise(count, dim: int, seed, truncation=0.0) -> tf.Tensor:
     shape = tf.stack([tf.cast(count, tf.int32), dim])
     truncation = tf.cast(truncation, tf.float32)
     plain = tf.random.stateless_normal(shape, seed=stateless_seed)
-    edge = tf.math.ndtr(-tf.maximum(truncation, 1e-3))
+    # inverse-CDF sampling of the standard normal restricted to [-T, T]: Phi(x) = (1 + erf(x / sqrt 2)) / 2
+    edge = 0.5 * (1.0 + tf.math.erf(-tf.maximum(truncation, 1e-3) / np.sqrt(2.0)))
     uniform = tf.random.stateless_uniform(shape, seed=stateless_seed, minval=0.0, maxval=1.0)
-    truncated = tf.math.ndtri(edge + uniform * (1.0 - 2.0 * edge))
+    truncated = np.sqrt(2.0) * tf.math.erfinv(2.0 * (edge + uniform * (1.0 - 2.0 * edge)) - 1.0)
     return tf.where(truncation > 0.0, truncated, plain)
 
 

@@ -96,8 +96,7 @@ class GANPhase(Phase):
         class_ids = merged["class_id"]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
-        with tf.GradientTape(watch_accessed_variables=False) as g_tape:
-            g_tape.watch(g_vars)
+        with tf.GradientTape() as g_tape:
             generated = self.generator({"noise": noise, "words": text.words, "sentence": text.sentence,
                                         "mask": text.mask}, training=True)
             with g_tape.stop_recording():

@@ -9,6 +9,7 @@ from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, Tex
 BACKBONES = {
     "dfgan": "t2ictl.models.backbones.dfgan:DFGAN",
     "attngan": "t2ictl.models.backbones.attngan:AttnGAN",
+    "galip": "t2ictl.models.backbones.galip:GALIP",
 }
 
 
