@@ -17,11 +17,13 @@ try:  # Typer >= 0.26 vendors its own copy of click, with Abort in typer.excepti
 except ImportError:  # pragma: no cover
     _typer_exceptions = _typer_click = click.exceptions
 
+from t2ictl.commands.bench import bench
 from t2ictl.commands.prepare import prepare
 from t2ictl.commands.export import export
 from t2ictl.commands.pretrain import pretrain
 from t2ictl.commands.recipes import recipes_app
 from t2ictl.commands.sample import sample
+from t2ictl.commands.score import score
 from t2ictl.commands.train import train
 from t2ictl.errors import UserError
 
@@ -41,6 +43,8 @@ app.command("pretrain")(pretrain)
 app.command("train")(train)
 app.command("sample")(sample)
 app.command("export")(export)
+app.command("score")(score)
+app.command("bench")(bench)
 app.add_typer(recipes_app, name="recipes")
 
 _DEBUG = {"on": False}

@@ -53,3 +53,32 @@ def tiny_recipe(data_dir: Path, *overrides: str, name: str = "shapes"):
     from t2ictl import recipes
 
     return recipes.load_recipe(name, TINY + [f'data.dir="{data_dir}"', *overrides])
+
+
+def manifest_of(data_dir):
+    import json
+
+    return json.loads((data_dir / "manifest.json").read_text())
+
+
+def trained_run(data_dir, run_path, *overrides, resume=False):
+    """Pretrain (if the run has no encoders yet) and train the GAN phase of the tiny recipe; the RunDir."""
+    from t2ictl.training import gan
+    from t2ictl.training.pretrain import pretrain
+    from t2ictl.training.run_dir import open_run
+
+    recipe = tiny_recipe(data_dir, *overrides)
+    if not (run_path / "encoders" / "encoders.json").exists():
+        run = open_run(run_path, recipe, data_dir, "pretrain", resume=False)
+        pretrain(recipe, data_dir, manifest_of(data_dir), run)
+    run = open_run(run_path, recipe, data_dir, "train", resume=resume)
+    gan.train(recipe, data_dir, manifest_of(data_dir), run)
+    return run
+
+
+@pytest.fixture(scope="session")
+def short_run(shapes_data, tmp_path_factory):
+    """A run of the tiny recipe on `shapes_data`, pretrained and trained (read only)."""
+    return trained_run(shapes_data, tmp_path_factory.mktemp("gan") / "run")
+
+

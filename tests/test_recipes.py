@@ -20,11 +20,11 @@ def test_shipped_recipes_load_and_round_trip(name, tmp_path):
 
 def test_overrides_are_typed_and_nested():
     recipe = recipes.load_recipe("shapes", ["data.batch_size=8", "contrastive.enabled=false",
-                                            "data.dataset=shapes-multi", "data.extra_sizes=[32]"])
+                                            "data.dataset=shapes-multi", "data.extra_sizes=[16]"])
     assert recipe.data.batch_size == 8
     assert recipe.contrastive.enabled is False
     assert recipe.data.dataset == "shapes-multi"
-    assert recipe.data.extra_sizes == [32]
+    assert recipe.data.extra_sizes == [16]
 
 
 def test_float_field_accepts_integer():

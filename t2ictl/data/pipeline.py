@@ -251,3 +251,23 @@ def eval_dataset(data_dir: Path, config: DataConfig, vocab: Vocabulary, split: s
             lambda c: _eval_row(e, c, config)))
     data = data.batch(batch_size or config.batch_size)
     return data.map(lambda b: _tokenized(b, tokenizer, True), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def split_images(data_dir: Path, split: str, size: int, batch_size: int) -> tf.data.Dataset:
+    """The split's images as the generator is trained on them (cropped, resized to `size`), as uint8 batches."""
+    paths, manifest = shard_paths(data_dir, split)
+    num_classes = len(manifest["classes"])
+
+    def pixels(serialized):
+        image = _resize(tf.cast(_cropped(_parse(serialized, num_classes)), tf.float32), size)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+    data = tf.data.TFRecordDataset(paths).map(pixels, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.batch(batch_size).prefetch(2)
+
+
+def split_captions(data_dir: Path, split: str) -> list[str]:
+    """Every caption of every image of the split, in stored order."""
+    paths, _ = shard_paths(data_dir, split)
+    captions = tf.data.TFRecordDataset(paths).map(lambda s: records.parse_example(s)["captions"])
+    return [c.decode("utf-8") for batch in captions.as_numpy_iterator() for c in batch]

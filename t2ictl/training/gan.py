@@ -129,7 +129,10 @@ class GANPhase(Phase):
                                          self.recipe.contrastive.gan_temperature)
 
     def after_step(self) -> None:
-        decay = self.recipe.train.ema_decay
+        # warm-up as tf.train.ExponentialMovingAverage with num_updates: min(decay, (1 + n) / (10 + n)), so the
+        # average follows the fast early changes of the generator instead of keeping its random start for ~1/(1-decay)
+        updates = tf.cast(self.backbone.g_optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.recipe.train.ema_decay, (1.0 + updates) / (10.0 + updates))
         for average, weight in zip(self.ema_generator.weights, self.generator.weights):
             average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
 

@@ -91,6 +91,8 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
     start = int(step.numpy())
     metrics: dict[str, float] = {}
+    console.print(f"{phase.name}: replicas: {strategy.num_replicas_in_sync}, "
+                  f"{phase.images_per_step} images per global step")
     if start < schedule.total_steps:
         dataset = strategy.distribute_datasets_from_function(lambda context: dataset_fn(start, context))
         metrics = _train(phase, strategy, iter(dataset), step, manager, run_dir, schedule, jit_compile)
@@ -143,7 +145,7 @@ def _restore(checkpoint: tf.train.Checkpoint, folder) -> None:
     console.print(f"resumed from {latest} at step {int(checkpoint.step.numpy())}")
 
 
-def _compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool):
+def compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool):
     def replica_step(batch):
         return phase.train_step(batch)
 
@@ -160,7 +162,7 @@ def _compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool)
 def _train(phase, strategy, iterator, step, manager, run_dir, schedule, jit_compile) -> dict[str, float]:
     from t2ictl.training import distribute
 
-    train_step = _compiled_step(phase, strategy, step, jit_compile)
+    train_step = compiled_step(phase, strategy, step, jit_compile)
     chief = distribute.is_chief(strategy)
     writer = tf.summary.create_file_writer(str(run_dir.logs(phase.name))) if chief else tf.summary.create_noop_writer()
     start = int(step.numpy())

@@ -135,7 +135,39 @@ class PretrainPhase(Phase):
         return retrieval_metrics(**self.encode_split())
 
     def export(self) -> None:
-        save_encoders(self.run.encoders, self.text_encoder, self.image_encoder, self.recipe)
+        scales = text_feature_scales(self.text_encoder, self.data_dir, self.recipe, self.vocab)
+        save_encoders(self.run.encoders, calibrated_text_encoder(self.text_encoder, *scales), self.image_encoder,
+                      self.recipe, scales)
+
+
+def text_feature_scales(text_encoder: keras.Model, data_dir: Path, recipe: Recipe, vocab: Vocabulary,
+                        limit: int = 4096) -> tuple[float, float]:
+    """1 / RMS of the sentence features and of the word features (real tokens only) over up to `limit` training
+    captions."""
+    sums, counts = np.zeros(2), np.zeros(2)
+    dataset = pipeline.eval_dataset(data_dir, recipe.data, vocab, split="train", batch_size=256, caption="all")
+    for batch in dataset.take(-(-limit // 256)):
+        out = text_encoder(batch["tokens"], training=False)
+        real = batch["tokens"].numpy() != 0
+        sums += [np.sum(np.square(out["sentence"].numpy())), np.sum(np.square(out["words"].numpy()[real]))]
+        counts += [out["sentence"].shape[0] * out["sentence"].shape[1], real.sum() * out["words"].shape[-1]]
+    rms = np.sqrt(sums / np.maximum(counts, 1))
+    return tuple(float(1.0 / max(r, 1e-6)) for r in rms)
+
+
+def calibrated_text_encoder(text_encoder: keras.Model, sentence_scale: float, word_scale: float) -> keras.Model:
+    """The text encoder with its outputs scaled to unit RMS per dimension on the training captions.
+
+    The GAN phase concatenates the sentence with noise z ~ N(0, I) as the generator's condition. The DAMSM and SupCon
+    losses are cosine similarities, blind to the features' scale, so a briefly pretrained LSTM leaves sentence
+    features with an RMS near 0.07, which the noise then drowns: the generator ignores the text and the embedded run
+    collapses. A fixed scale puts text and noise on the same footing and leaves every cosine-based use unchanged.
+    """
+    tokens = keras.Input(shape=text_encoder.input_shape[1:], dtype="int32", name="tokens")
+    out = text_encoder(tokens)
+    words = keras.layers.Rescaling(word_scale, name="words")(out["words"])
+    sentence = keras.layers.Rescaling(sentence_scale, name="sentence")(out["sentence"])
+    return keras.Model(tokens, {"words": words, "sentence": sentence}, name="calibrated_text_encoder")
 
 
 def retrieval_metrics(image: np.ndarray, sentence: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -192,13 +224,15 @@ def silhouette(distance: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model, recipe: Recipe) -> None:
+def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model, recipe: Recipe,
+                  text_scales: tuple[float, float] = (1.0, 1.0)) -> None:
     for model, filename in ((text_encoder, TEXT_ENCODER_FILE), (image_encoder, IMAGE_ENCODER_FILE)):
         with fileio.atomic_path(folder / filename) as tmp:
             model.save(tmp)
     info = {"text_dim": recipe.pretrain.text_dim, "max_words": recipe.data.max_words,
             "image_size": recipe.data.image_size, "image_trunk": recipe.pretrain.image_trunk,
-            "dataset": recipe.data.dataset, "contrastive": recipe.contrastive.enabled}
+            "dataset": recipe.data.dataset, "contrastive": recipe.contrastive.enabled,
+            "sentence_scale": text_scales[0], "word_scale": text_scales[1]}
     fileio.write_json(folder / ENCODERS_INFO, info)
 
 

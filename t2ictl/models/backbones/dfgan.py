@@ -50,7 +50,6 @@ class DFGANConfig(BackboneConfig):
     beta_2: float = 0.9  # src/train.py betas[1], both optimizers
     gp_weight: float = 2.0  # lib/modules.py MA_GP: 2.0 * mean(norm ** 6)
     gp_power: float = 6.0  # lib/modules.py MA_GP: the exponent 6
-    d_gate_init: float = 0.0  # models/GAN.py D_Block: gamma = zeros(1); a short run opens the residual gates at once
 
     def validate(self) -> None:
         for key in ("nf", "z_dim"):
@@ -173,9 +172,9 @@ class GeneratorBlock(layers.Layer):
 class DiscriminatorBlock(layers.Layer):
     """avgpool(shortcut(x)) + gamma * (conv4x4/2, LReLU, conv3x3, LReLU)(x), gamma learned from 0."""
 
-    def __init__(self, in_channels: int, out_channels: int, gate_init: float = 0.0, **kwargs):
+    def __init__(self, in_channels: int, out_channels: int, **kwargs):
         super().__init__(**kwargs)
-        self.in_channels, self.out_channels, self.gate_init = in_channels, out_channels, gate_init
+        self.in_channels, self.out_channels = in_channels, out_channels
         self.down = _conv(out_channels, 4, in_channels, strides=2, use_bias=False, name="down")
         self.conv = _conv(out_channels, 3, out_channels, use_bias=False, name="conv")
         self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
@@ -183,7 +182,7 @@ class DiscriminatorBlock(layers.Layer):
 
     def build(self, features_shape):
         batch, height, width, _ = features_shape
-        self.gamma = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.gate_init), name="gamma")
+        self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
         self.down.build(features_shape)
         half = (batch, None if height is None else height // 2, None if width is None else width // 2)
         self.conv.build(half + (self.out_channels,))
@@ -272,7 +271,7 @@ class DFGAN(Backbone):
         x = _conv(nf, 3, 3, name="from_rgb")(images)
         widths = discriminator_widths(self.image_size)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-            x = DiscriminatorBlock(w_in * nf, w_out * nf, self.config.d_gate_init, name=f"block_{index}")(x)
+            x = DiscriminatorBlock(w_in * nf, w_out * nf, name=f"block_{index}")(x)
         return keras.Model(images, x, name="dfgan_discriminator")
 
     def build_discriminator_head(self) -> keras.Model:

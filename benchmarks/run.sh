@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The figures of BENCHMARKS.md: run from the repository root after `pip install -e .` and `t2ictl prepare shapes`.
+# Each line prints a table; images/s is the median of --repeats timed windows after --warmup untimed ones.
+set -euo pipefail
+export TF_CPP_MIN_LOG_LEVEL=2
+peer64=(--set data.image_size=64 --set model.nf=32 --set data.batch_size=16 --set contrastive.enabled=false)
+peer256=(--set data.image_size=256 --set model.nf=32 --set data.batch_size=8 --set contrastive.enabled=false)
+
+# DF-GAN train step (D + G, hinge + MA-GP) at the peer's settings, contrastive off: float32, then bfloat16
+t2ictl bench train --recipe shapes "${peer64[@]}" --precision float32
+t2ictl bench train --recipe shapes "${peer64[@]}" --precision mixed_bfloat16
+t2ictl bench train --recipe shapes "${peer64[@]}" --precision float32 --xla
+# the framework's cost: contrastive on (two branches of 8 = the same 16 images per step)
+t2ictl bench train --recipe shapes --set data.image_size=64 --set model.nf=32 --set data.batch_size=8 --precision float32
+t2ictl bench train --recipe shapes "${peer256[@]}" --precision float32 --steps 1 --repeats 3 --warmup 1
+t2ictl bench train --recipe shapes "${peer256[@]}" --precision mixed_bfloat16 --steps 1 --repeats 3 --warmup 1
+
+# input pipeline (decode, crop, resize, tokenize, pairs) at 64 and 256 px
+t2ictl bench data --recipe shapes --set data.image_size=64 --set data.batch_size=16 --steps 20
+t2ictl bench data --recipe shapes --set data.image_size=256 --set data.batch_size=16 --steps 20
+
+# scoring: Inception-v3 at 299 px, compiled vs a plain eager loop over the same model
+t2ictl bench score --batch 25 --steps 2 --repeats 3 --warmup 1

@@ -1,0 +1,166 @@
+"""What `t2ictl bench` measures: images/s as the median of several timed windows after warm-up, peak memory, and for
+the train step the model FLOPs per image (counted by TensorFlow's graph profiler on the traced step: forward,
+backward and optimizer, both networks) and the FLOP/s achieved.
+
+The train benchmark runs the recipe's GAN phase exactly as `t2ictl train` does (same phase, same compiled step, same
+strategy, precision and XLA settings) on a synthetic batch held in memory, with freshly initialised encoders: it
+measures the model, not the input pipeline, which `bench data` measures on its own.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from t2ictl.recipes import Recipe
+
+
+@dataclass
+class Measurement:
+    images_per_second: float
+    seconds_per_window: list[float]
+    images_per_window: int
+    peak_memory_mb: float
+    flops_per_image: float | None = None
+
+    @property
+    def flops_per_second(self) -> float | None:
+        return None if self.flops_per_image is None else self.flops_per_image * self.images_per_second
+
+
+def timed(run_window, images_per_window: int, warmup: int, repeats: int) -> Measurement:
+    """Call run_window() `warmup` times, then time it `repeats` times; images/s from the median window."""
+    for _ in range(warmup):
+        run_window()
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_window()
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    return Measurement(images_per_window / median, seconds, images_per_window, peak_memory_mb())
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory on a GPU, else the process's peak resident set size."""
+    if tf.config.list_logical_devices("GPU"):
+        return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def synthetic_batch(recipe: Recipe, vocab_size: int, num_classes: int, seed: int = 0) -> dict:
+    """One training batch with the pipeline's structure and shapes (paired when contrastive is on)."""
+    rng = np.random.default_rng(seed)
+    size, words, batch = recipe.data.image_size, recipe.data.max_words, recipe.data.batch_size
+    class_id = rng.integers(0, num_classes, batch).astype(np.int32)
+
+    def branch():
+        row = {"image": rng.uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
+               "tokens": rng.integers(2, vocab_size, (batch, words)).astype(np.int32),
+               "lengths": np.full(batch, words, np.int32), "class_id": class_id,
+               "labels": np.eye(num_classes, dtype=np.float32)[class_id],
+               "example_key": rng.integers(0, 2**40, batch)}
+        for extra in recipe.data.extra_sizes:
+            row[f"image_{extra}"] = rng.uniform(-1, 1, (batch, extra, extra, 3)).astype(np.float32)
+        return row
+
+    return {"a": branch(), "b": branch()} if recipe.contrastive.enabled else branch()
+
+
+def bench_train(recipe: Recipe, steps: int = 5, warmup: int = 2, repeats: int = 5, vocab_size: int = 1000,
+                num_classes: int = 20) -> Measurement:
+    from t2ictl.data.vocab import Vocabulary
+    from t2ictl.models.image_encoder import build_image_encoder
+    from t2ictl.models.text_encoder import build_text_encoder
+    from t2ictl.training import gan, loop
+    from t2ictl.training.pretrain import save_encoders
+    from t2ictl.training.run_dir import RunDir
+
+    strategy = loop.prepare_runtime(recipe.runtime)
+    c = recipe.pretrain
+    vocab = Vocabulary.build([" ".join(f"w{i}" for i in range(vocab_size - 2))])
+    with tempfile.TemporaryDirectory() as folder:
+        encoders = Path(folder) / "encoders"
+        save_encoders(encoders, build_text_encoder(vocab_size, recipe.data.max_words, c.embedding_dim, c.text_dim),
+                      build_image_encoder(c.image_trunk, recipe.data.image_size, c.text_dim, "none", "auto",
+                                          c.small_trunk_width), recipe)
+        phase = gan.GANPhase(recipe, vocab, {"multi_label": False}, Path(folder), RunDir(Path(folder)), encoders)
+        with strategy.scope():
+            phase.build()
+            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+    batch = synthetic_batch(recipe, vocab_size, num_classes)
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat())
+    iterator = iter(dataset)
+    train_step = loop.compiled_step(phase, strategy, step_counter, recipe.runtime.xla)
+
+    def window():
+        for _ in range(steps):
+            losses = train_step(iterator)
+        float(next(iter(losses.values())))  # wait for the device
+
+    measurement = timed(window, steps * phase.images_per_step, warmup, repeats)
+    flops = step_flops(phase, batch)
+    measurement.flops_per_image = None if flops is None else flops / phase.images_per_step
+    return measurement
+
+
+def step_flops(phase, batch) -> float | None:
+    """Floating-point operations of one replica's train step, from the graph profiler (None if it counts none)."""
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    graph = tf.function(phase.train_step).get_concrete_function(
+        tf.nest.map_structure(tf.convert_to_tensor, batch)).graph
+    options = option_builder.ProfileOptionBuilder(option_builder.ProfileOptionBuilder.float_operation())
+    options = options.with_empty_output().build()
+    total = model_analyzer.profile(graph, options=options).total_float_ops
+    return float(total) or None
+
+
+def bench_data(recipe: Recipe, data_dir: Path, vocab, batches: int = 20, warmup: int = 1, repeats: int = 5
+               ) -> Measurement:
+    from t2ictl.data import pipeline
+
+    dataset = pipeline.train_dataset(data_dir, recipe.data, vocab, paired=recipe.contrastive.enabled,
+                                     seed=recipe.runtime.seed)
+    iterator = iter(dataset)
+    images = recipe.data.batch_size * (2 if recipe.contrastive.enabled else 1)
+
+    def window():
+        for _ in range(batches):
+            next(iterator)
+
+    return timed(window, batches * images, warmup, repeats)
+
+
+def bench_sample(sampler, batch: int = 32, batches: int = 5, warmup: int = 1, repeats: int = 5) -> Measurement:
+    from t2ictl.sampling import noise
+
+    tokens = np.ones((batch, sampler.max_words), np.int32) * 2
+    z = noise(batch, sampler.noise_dim, 0)
+    step = tf.function(sampler.images_from_tokens)
+
+    def window():
+        for _ in range(batches):
+            step(tokens, z).numpy()
+
+    return timed(window, batch * batches, warmup, repeats)
+
+
+def bench_score(network, batch: int = 50, batches: int = 4, warmup: int = 1, repeats: int = 5,
+                eager: bool = False) -> Measurement:
+    """Images/s through the Inception network at 299 px; eager=True runs the same network op by op for comparison."""
+    images = np.random.default_rng(0).integers(0, 256, (batch, 299, 299, 3)).astype(np.uint8)
+    forward = network.eager if eager else network
+
+    def window():
+        for _ in range(batches):
+            forward(images)
+
+    return timed(window, batch * batches, warmup, repeats)

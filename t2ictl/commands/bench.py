@@ -1,0 +1,91 @@
+"""`t2ictl bench`: how fast training, the input pipeline, sampling and scoring run on this machine."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from t2ictl.commands import common
+from t2ictl.console import console, table
+
+
+class Target(str, Enum):
+    train = "train"
+    data = "data"
+    sample = "sample"
+    score = "score"
+
+
+def bench(
+    target: Target = typer.Argument(..., help="train: one GAN step (D + G, and SupCon when on) on a synthetic batch; "
+                                    "data: the training input pipeline; sample: the generator of --run; score: the "
+                                    "Inception network at 299 px, compiled and eager."),
+    recipe: Optional[str] = common.RecipeOption,
+    data: Optional[Path] = common.DataOption,
+    run: Optional[Path] = typer.Option(None, "--run", help="For `sample`: the training run whose generator to time."),
+    set_: Optional[List[str]] = common.SetOption,
+    strategy: Optional[str] = common.StrategyOption,
+    precision: Optional[str] = common.PrecisionOption,
+    xla: Optional[bool] = common.XlaOption,
+    inception: Optional[str] = typer.Option(None, "--inception", help="For `score`: the network (as in `t2ictl "
+                                            "score`) [default: Keras InceptionV3 with random weights: the same "
+                                            "computation, no download]."),
+    batch: int = typer.Option(50, "--batch", min=1, help="For `sample` and `score`: images per batch."),
+    steps: int = typer.Option(5, "--steps", min=1, help="Steps (or batches) per timed window."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed windows; the median is reported."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed windows first (tracing, compilation, caches)."),
+) -> None:
+    """Measure images/s (median of --repeats windows after --warmup), peak memory and, for train, model FLOPs per
+    image and the FLOP/s achieved. Speeds belong in BENCHMARKS.md, not in tests."""
+    from t2ictl import bench as benchmarks
+
+    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
+    rows = []
+    if target is Target.train:
+        resolved = common.resolve_recipe(recipe or "shapes", None, overrides, False)
+        m = benchmarks.bench_train(resolved, steps=steps, warmup=warmup, repeats=repeats)
+        rows.append(("train step", resolved.model.backbone, m))
+        describe = (f"{resolved.data.image_size} px, batch {m.images_per_window // steps} images/step, "
+                    f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {resolved.runtime.precision}, "
+                    f"xla {'on' if resolved.runtime.xla else 'off'}")
+    elif target is Target.data:
+        from t2ictl.data.vocab import Vocabulary
+
+        resolved = common.resolve_recipe(recipe or "shapes", None, overrides, False)
+        data_dir, _ = common.resolve_data(resolved, data)
+        vocab = Vocabulary.load(data_dir / "vocab.json")
+        m = benchmarks.bench_data(resolved, data_dir, vocab, batches=steps, warmup=warmup, repeats=repeats)
+        rows.append(("input pipeline", str(data_dir), m))
+        describe = f"{resolved.data.image_size} px, batch {resolved.data.batch_size}"
+    elif target is Target.sample:
+        from t2ictl.commands.sample import _open
+
+        sampler = _open(run, None)
+        m = benchmarks.bench_sample(sampler, batch=batch, batches=steps, warmup=warmup, repeats=repeats)
+        rows.append(("sample", str(run), m))
+        describe = f"batch {batch}"
+    else:
+        network = _score_network(inception)
+        for eager in (False, True):
+            m = benchmarks.bench_score(network, batch=batch, batches=steps, warmup=warmup, repeats=repeats,
+                                       eager=eager)
+            rows.append(("inception 299 px", "eager loop" if eager else "tf.function", m))
+        describe = f"batch {batch}"
+    console.print(table(f"bench {target.value} ({describe})",
+                        ["what", "variant", "images/s", "median s/window", "peak MB", "GFLOP/image", "GFLOP/s"],
+                        [[w, v, m.images_per_second, sorted(m.seconds_per_window)[len(m.seconds_per_window) // 2],
+                          m.peak_memory_mb, "" if m.flops_per_image is None else m.flops_per_image / 1e9,
+                          "" if m.flops_per_second is None else m.flops_per_second / 1e9] for w, v, m in rows]))
+
+
+def _score_network(spec: Optional[str]):
+    from t2ictl.evaluation.inception import keras_model_network, load_network
+
+    if spec:
+        return load_network(spec)
+    import keras
+
+    return keras_model_network(keras.applications.InceptionV3(weights=None), "keras:random")

@@ -1,0 +1,96 @@
+"""`t2ictl score`: FID, Inception Score and R-precision of a run, an exported model or a folder of images."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from t2ictl.console import console, table
+from t2ictl.errors import UserError
+
+
+def score(
+    run: Optional[Path] = typer.Option(None, "--run", help="Score a training run (its latest EMA generator)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Score a model written by `t2ictl export`."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Score a folder of generated images "
+                                          "(.png/.jpg, any depth; FID and IS only)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared data folder: real images and captions "
+                                        "[default with --run: the recipe's data folder]."),
+    split: str = typer.Option("test", "--split", help="Split of --data to compare with and draw captions from."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="A folder of real images to compare with "
+                                             "instead of a prepared split."),
+    num: int = typer.Option(30000, "--num", min=10, help="Generated images to score (the papers use 30,000); "
+                            "with --images, at most this many of the folder."),
+    batch: int = typer.Option(50, "--batch", min=1, help="Images per batch through the generator and Inception."),
+    inception: Optional[str] = typer.Option(None, "--inception", help="The Inception network: a TF-Hub handle or "
+                                            "URL, a local hub/SavedModel folder, or a Keras InceptionV3 .h5 weights "
+                                            "file [default: the TF-GAN evaluation Inception on TF-Hub]."),
+    is_classifier: Optional[str] = typer.Option(None, "--is-classifier", help="A different network for the "
+                                                "Inception Score only (e.g. the StackGAN birds-finetuned Inception "
+                                                "for CUB), in any --inception form."),
+    encoders: Optional[Path] = typer.Option(None, "--encoders", help="Pretrained DAMSM encoders for R-precision "
+                                            "(a pretraining run or its encoders/ folder) [default with --run: the "
+                                            "run's]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the caption order, the noise and the R-precision draws."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where real-image statistics are cached "
+                                             "[default: $T2ICTL_CACHE/fid-stats or ~/.cache/t2ictl/fid-stats]."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the real-image statistics (and keep them "
+                                  "out of the cache)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Compute FID (2048-d Inception pool features, real statistics cached), the Inception Score (10 splits) and
+    R-precision (1 true caption among 100, with the pretrained DAMSM encoders) and print them as a table."""
+    import numpy as np
+
+    from t2ictl.data import pipeline
+    from t2ictl.evaluation import fid, stats_cache
+    from t2ictl.evaluation import score as scoring
+    from t2ictl.evaluation.inception import load_network
+    from t2ictl.evaluation.inception_score import inception_score
+
+    if sum(x is not None for x in (run, model, images)) != 1:
+        raise UserError("pass exactly one of --run DIR, --model DIR or --images DIR")
+    started = time.perf_counter()
+    network = load_network(inception)
+    classifier = load_network(is_classifier) if is_classifier else None
+    sampler, recipe_data, encoder_models = scoring.open_source(run, model, encoders)
+    data = data or recipe_data
+    if images is None and data is None:
+        raise UserError("pass --data DIR: the prepared dataset whose captions the images are generated from")
+    if reference is None and data is None:
+        raise UserError("pass --data DIR (a prepared split) or --reference DIR (a folder of real images)")
+    if images is not None:
+        generated = scoring.from_folder(images, batch, limit=num)
+    else:
+        generated = scoring.from_sampler(sampler, pipeline.split_captions(data, split), num, batch, seed)
+    measured = scoring.measure(network, generated, "generated images", keep_logits=classifier is None,
+                               keep_images=encoder_models is not None or classifier is not None)
+    real_mu, real_sigma, hit = scoring.real_statistics(
+        network, lambda: scoring.real_side(data, split, reference, measured.image_size, batch),
+        scoring.real_key(data, split, reference, measured.image_size),
+        None if no_cache else (cache_dir or stats_cache.default_folder()))
+    count = measured.statistics.count
+    real_name = str(reference) if reference is not None else f"{data} [{split}]"
+    mu, sigma = measured.statistics.result()
+    rows = [_row("FID", fid.frechet_distance(mu, sigma, real_mu, real_sigma), None, count, network.identity,
+                 real_name + (" (cached statistics)" if hit else ""))]
+    logits = np.concatenate(measured.logits) if classifier is None else scoring.classifier_logits(classifier, measured)
+    rows.append(_row("IS", *inception_score(logits), count, (classifier or network).identity, "10 splits"))
+    if encoder_models is not None and sampler is not None:
+        rows.append(_row("R-precision", *scoring.encoder_r_precision(encoder_models, sampler.vocab, sampler.max_words,
+                                                                     measured, generated.captions, seed),
+                         count, "DAMSM", "1 true caption of 100"))
+    seconds = time.perf_counter() - started
+    console.print(table("scores", ["metric", "value", "std", "n", "network", "against"],
+                        [[r["metric"], r["value"], "" if r["std"] is None else r["std"], r["n"], r["network"],
+                          r["against"]] for r in rows]))
+    console.print(f"{count} generated images scored in {seconds:.1f} s ({count / seconds:.1f} images/s)")
+    if json_out is not None:
+        scoring.write_json(json_out, [{**r, "seconds": round(seconds, 1)} for r in rows])
+
+
+def _row(metric: str, value: float, std: float | None, n: int, network: str, against: str) -> dict:
+    return {"metric": metric, "value": value, "std": std, "n": n, "network": network, "against": against}

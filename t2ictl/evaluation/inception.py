@@ -1,0 +1,118 @@
+"""The Inception-v3 network that FID and the Inception Score read images with.
+
+Three sources, one contract (uint8 images [B, H, W, 3] in, float32 2048-d pool features and class logits out):
+- a TF-Hub handle or URL (default: the TF-GAN evaluation Inception that TF-GAN's FID uses), or a local hub /
+  SavedModel folder: called with float32 images in [-1, 1] at 299x299, returning a dict with `pool_3` and `logits`;
+- a Keras InceptionV3 weights file (`.h5` / `.weights.h5`, as `keras.applications.InceptionV3` saves it with its top):
+  the 2048-d `avg_pool` features and the `predictions` layer's logits (before its softmax).
+Every image is resized to 299x299 with bilinear interpolation, half-pixel centres and no antialiasing (what
+`tf.image.resize` does, and what pytorch-fid's F.interpolate(mode='bilinear', align_corners=False) does), then scaled
+to [-1, 1], which is both networks' preprocessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from t2ictl import fileio
+from t2ictl.errors import UserError
+
+DEFAULT_HANDLE = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
+INPUT_SIZE = 299
+POOL_DIM = 2048
+
+
+def preprocess(images) -> tf.Tensor:
+    """uint8 [B, H, W, 3] -> float32 [B, 299, 299, 3] in [-1, 1]."""
+    images = tf.cast(images, tf.float32)
+    images = tf.image.resize(images, [INPUT_SIZE, INPUT_SIZE], method="bilinear", antialias=False)
+    return images / 127.5 - 1.0
+
+
+class InceptionNetwork:
+    """Callable: uint8 images -> (pool features [B, 2048], logits [B, classes]), both float32."""
+
+    def __init__(self, forward, identity: str):
+        self.identity = identity  # names the network in the statistics cache key
+        self._plain = lambda images: forward(preprocess(images))
+        self._compiled = tf.function(self._plain, reduce_retracing=True)
+
+    def __call__(self, images) -> tuple[np.ndarray, np.ndarray]:
+        pool, logits = self._compiled(tf.convert_to_tensor(images, tf.uint8))
+        return pool.numpy(), logits.numpy()
+
+    def eager(self, images) -> tuple[np.ndarray, np.ndarray]:
+        """The same computation op by op, without tf.function (the benchmark's comparison)."""
+        pool, logits = self._plain(tf.convert_to_tensor(images, tf.uint8))
+        return pool.numpy(), logits.numpy()
+
+
+def load_network(spec: str | None = None) -> InceptionNetwork:
+    """The network named by --inception: a Keras weights file, a hub/SavedModel folder, or a TF-Hub handle/URL."""
+    spec = spec or DEFAULT_HANDLE
+    if spec.endswith(".h5"):
+        return _keras_network(Path(spec))
+    if "://" not in spec:
+        folder = Path(spec)
+        if not folder.is_dir():
+            raise UserError(f"--inception {spec}: no such folder or .h5 file")
+        return _hub_network(str(folder), f"saved_model:{_digest(folder / 'saved_model.pb')}")
+    return _hub_network(spec, spec)
+
+
+def _hub_network(handle: str, identity: str) -> InceptionNetwork:
+    import tensorflow_hub as hub
+
+    try:
+        module = hub.load(handle)
+    except Exception as exc:  # offline, HTTP errors, a folder that is not a SavedModel: all "cannot load"
+        reason = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+        raise UserError(f"cannot load the Inception network {handle} ({reason}); download it (for TF-Hub: "
+                        f"{DEFAULT_HANDLE}?tf-hub-format=compressed, unpacked into a folder) and pass "
+                        "--inception FOLDER, or pass a Keras InceptionV3 weights file --inception FILE.h5") from None
+
+    def forward(images):
+        outputs = module(images) if callable(module) else module.signatures["default"](images)
+        if "pool_3" not in outputs or "logits" not in outputs:
+            raise UserError(f"the Inception network {handle} returns {sorted(outputs)}, not pool_3 and logits")
+        pool = tf.reshape(tf.cast(outputs["pool_3"], tf.float32), [tf.shape(images)[0], -1])
+        return pool, tf.cast(outputs["logits"], tf.float32)
+
+    return InceptionNetwork(forward, identity)
+
+
+def _keras_network(path: Path) -> InceptionNetwork:
+    import keras
+
+    if not path.is_file():
+        raise UserError(f"--inception {path}: no such file")
+    model = keras.applications.InceptionV3(weights=None, include_top=True)
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:
+        raise UserError(f"--inception {path}: not Keras InceptionV3 weights with the top "
+                        f"({(str(exc) or type(exc).__name__).splitlines()[0][:200]})") from None
+    return keras_model_network(model, f"keras:{_digest(path)}")
+
+
+def keras_model_network(model, identity: str) -> InceptionNetwork:
+    """A built keras.applications.InceptionV3 (with its top) as an InceptionNetwork."""
+    import keras
+
+    trunk = keras.Model(model.input, model.get_layer("avg_pool").output)
+    kernel, bias = model.get_layer("predictions").get_weights()
+
+    def forward(images):
+        pool = tf.cast(trunk(images, training=False), tf.float32)
+        return pool, tf.matmul(pool, kernel) + bias
+
+    return InceptionNetwork(forward, identity)
+
+
+def _digest(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"--inception: {path} missing; the folder is not a SavedModel")
+    return fileio.sha256_file(path)[:16]

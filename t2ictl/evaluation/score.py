@@ -1,0 +1,206 @@
+"""What `t2ictl score` does: make or read the generated images, read them with Inception (and the DAMSM encoders for
+R-precision), read the real side (cached statistics when they exist) and compute FID, IS and R-precision.
+
+Generated images for a run or an exported model are drawn from the split's captions: every caption of the split in a
+seeded random order, repeated until --num images (the papers use 30,000), one noise vector per image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+
+from t2ictl import fileio
+from t2ictl.console import console, progress
+from t2ictl.errors import UserError
+from t2ictl.evaluation import fid, stats_cache
+from t2ictl.evaluation.inception import POOL_DIM, InceptionNetwork
+from t2ictl.evaluation.inception_score import inception_score
+from t2ictl.evaluation.r_precision import r_precision
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class GeneratedSide:
+    """uint8 image batches with, for a run or a model, the index of each image's caption in `captions`."""
+    batches: Iterator[tuple[np.ndarray, np.ndarray | None]]
+    count: int
+    captions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Measured:
+    statistics: fid.FeatureStatistics
+    image_size: int = 0  # height of the first image
+    logits: list[np.ndarray] = field(default_factory=list)
+    caption_ids: list[np.ndarray] = field(default_factory=list)
+    images_for_encoder: list[np.ndarray] = field(default_factory=list)
+
+
+def caption_plan(count: int, num: int, seed: int) -> np.ndarray:
+    """Indices of `num` captions: seeded permutations of range(count), one after another."""
+    rng = np.random.default_rng(seed)
+    rounds = -(-num // count)
+    return np.concatenate([rng.permutation(count) for _ in range(rounds)])[:num]
+
+
+def from_sampler(sampler, captions: list[str], num: int, batch: int, seed: int) -> GeneratedSide:
+    """Images of a Sampler or ExportedSampler for `num` captions of the split; the noise seed differs per batch."""
+    plan = caption_plan(len(captions), num, seed)
+
+    def batches():
+        for start in range(0, num, batch):
+            ids = plan[start:start + batch]
+            images = sampler.sample([captions[i] for i in ids], per_caption=1, seed=seed * 1_000_003 + start)
+            yield images[:, 0], ids
+
+    return GeneratedSide(batches(), num, captions)
+
+
+def image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder} does not exist")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{folder} holds no .png or .jpg images")
+    return files
+
+
+def from_folder(folder: Path, batch: int, limit: int | None = None) -> GeneratedSide:
+    """The images of a folder (recursively, sorted by path) in batches of equal size; a batch ends early where the
+    image size changes, so folders of mixed sizes work."""
+    files = image_files(folder)[:limit]
+
+    def batches():
+        pending: list[np.ndarray] = []
+        for path in files:
+            try:
+                image = tf.io.decode_image(tf.io.read_file(str(path)), channels=3, expand_animations=False).numpy()
+            except tf.errors.OpError:
+                raise UserError(f"cannot decode image {path}") from None
+            if pending and (image.shape != pending[0].shape or len(pending) == batch):
+                yield np.stack(pending), None
+                pending = []
+            pending.append(image)
+        if pending:
+            yield np.stack(pending), None
+
+    return GeneratedSide(batches(), len(files))
+
+
+def measure(network: InceptionNetwork, side: GeneratedSide, label: str, keep_logits: bool,
+            keep_images: bool = False) -> Measured:
+    measured = Measured(fid.FeatureStatistics(POOL_DIM))
+    with progress(transient=True) as bar:
+        task = bar.add_task(label, total=side.count, unit="img", status="")
+        for images, ids in side.batches:
+            pool, logits = network(images)
+            measured.image_size = measured.image_size or int(images.shape[1])
+            measured.statistics.add(pool)
+            if keep_logits:
+                measured.logits.append(logits)
+            if ids is not None:
+                measured.caption_ids.append(ids)
+            if keep_images:
+                measured.images_for_encoder.append(images)
+            bar.advance(task, len(images))
+    return measured
+
+
+def real_statistics(network: InceptionNetwork, side_fn, key: dict, cache_folder: Path | None
+                    ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(mu, sigma, cache_hit); side_fn() makes the real side only on a cache miss."""
+    key = {**key, "network": network.identity}
+    if cache_folder is not None:
+        cached = stats_cache.load(cache_folder, key)
+        if cached is not None:
+            return cached[0], cached[1], True
+    mu, sigma = measure(network, side_fn(), "real images", keep_logits=False).statistics.result()
+    if cache_folder is not None:
+        stats_cache.save(cache_folder, key, mu, sigma)
+    return mu, sigma, False
+
+
+def real_side(data: Path | None, split: str, reference: Path | None, size: int, batch: int) -> GeneratedSide:
+    """The real images: a folder as they are, or a prepared split cropped and resized to the generated size."""
+    if reference is not None:
+        return from_folder(reference, batch)
+    from t2ictl.data import pipeline
+    from t2ictl.data.prepare import load_manifest
+
+    count = load_manifest(data)["splits"][split]["examples"]
+    batches = ((images, None) for images in pipeline.split_images(data, split, size, batch).as_numpy_iterator())
+    return GeneratedSide(batches, count)
+
+
+def real_key(data: Path | None, split: str, reference: Path | None, size: int) -> dict:
+    return folder_key(reference) if reference is not None else split_key(data, split, size)
+
+
+def folder_key(folder: Path) -> dict:
+    listing = "\n".join(f"{p.relative_to(folder)} {p.stat().st_size} {p.stat().st_mtime_ns}"
+                        for p in image_files(folder))
+    return {"reference": str(folder.resolve()), "listing": stats_cache.digest_text(listing)}
+
+
+def split_key(data_dir: Path, split: str, size: int) -> dict:
+    manifest = (data_dir / "manifest.json").read_text()
+    return {"data": stats_cache.digest_text(manifest), "split": split, "size": size}
+
+
+def encoder_r_precision(encoders, vocab, max_words: int, measured: Measured, captions: list[str], seed: int
+                        ) -> tuple[float, float]:
+    """R-precision of the generated images with the pretrained DAMSM encoders (text, image)."""
+    from t2ictl.data.vocab import GraphTokenizer
+
+    text_encoder, image_encoder = encoders
+    size = image_encoder.input_shape[1]
+    tokenizer = GraphTokenizer(vocab, max_words)
+    sentences = np.concatenate([
+        text_encoder(tokenizer.ids(tf.constant(captions[i:i + 256]))[0], training=False)["sentence"].numpy()
+        for i in range(0, len(captions), 256)])
+    features = []
+    for images in measured.images_for_encoder:
+        scaled = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear") / 127.5 - 1.0
+        features.append(image_encoder(scaled, training=False)["global"].numpy())
+    ids = np.concatenate(measured.caption_ids)
+    return r_precision(np.concatenate(features), sentences[ids], sentences, seed=seed)
+
+
+def open_source(run: Path | None, model: Path | None, encoders: Path | None):
+    """(sampler or None, data folder of a run's recipe or None, (text, image) DAMSM encoders or None)."""
+    from t2ictl.training import gan
+    from t2ictl.training.pretrain import load_encoders
+    from t2ictl.training.run_dir import RunDir
+
+    folder = None if encoders is None else (encoders / "encoders" if (encoders / "encoders").is_dir() else encoders)
+    if run is not None:
+        if not run.is_dir():
+            raise UserError(f"run directory {run} does not exist")
+        sampler, recipe, _ = gan.generator_from_run(RunDir(run))
+        text, image, _ = load_encoders(folder or gan.encoders_folder(recipe, RunDir(run)))
+        return sampler, recipe.data.path, (text, image)
+    if model is None:
+        return None, None, None
+    from t2ictl.sampling import ExportedSampler
+
+    sampler = ExportedSampler(model)
+    if folder is None:
+        return sampler, None, None
+    text, image, _ = load_encoders(folder)
+    return sampler, None, (text, image)
+
+
+def classifier_logits(network: InceptionNetwork, measured: Measured) -> np.ndarray:
+    return np.concatenate([network(images)[1] for images in measured.images_for_encoder])
+
+
+def write_json(path: Path, rows: list[dict]) -> None:
+    fileio.write_json(path, {"results": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    console.print(f"wrote {path}")

@@ -1,0 +1,123 @@
+"""tf.distribute on CPU: two logical CPU devices for MirroredStrategy, two worker processes on 127.0.0.1 for
+MultiWorkerMirroredStrategy. Each runs in a fresh process, because devices and cluster must be set before TensorFlow
+starts."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import TINY
+
+EQUIVALENCE = textwrap.dedent("""
+    import json, sys
+    import numpy as np, tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    from t2ictl import recipes
+    from t2ictl.training import branches, distribute
+
+    recipe = recipes.load_recipe("shapes", [])
+    rng = np.random.default_rng(0)
+    inputs = rng.normal(size=(8, 5)).astype(np.float32)
+    batch = {"class_id": np.array([0, 1, 2, 0, 1, 2, 3, 3], np.int32),
+             "labels": np.zeros((8, 4), np.float32), "example_key": np.arange(8, dtype=np.int64) % 6}
+    kernel = rng.normal(size=(5, 6)).astype(np.float32)
+
+    def run(strategy):
+        with strategy.scope():
+            model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(6, use_bias=False)])
+            model.layers[0].kernel.assign(kernel)
+        replicas = strategy.num_replicas_in_sync
+        per = 8 // replicas
+
+        def shard(context):
+            i = context.replica_id_in_sync_group
+            return (inputs[i * per:(i + 1) * per], {k: v[i * per:(i + 1) * per] for k, v in batch.items()})
+
+        values = strategy.experimental_distribute_values_from_function(shard)
+
+        @tf.function
+        def step(values):
+            def replica(x, merged):
+                with tf.GradientTape() as tape:
+                    loss = branches.contrastive_loss(model(x), merged, recipe, False, 0.5)
+                    scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+                return loss, tape.gradient(scaled, model.trainable_variables)[0]
+            loss, grad = strategy.run(replica, args=values)
+            return (strategy.reduce("MEAN", loss, axis=None), strategy.reduce("SUM", grad, axis=None))
+
+        loss, grad = step(values)
+        return float(loss), grad.numpy()
+
+    one = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored = distribute.make_strategy("mirrored")
+    two = run(mirrored)
+    json.dump({"replicas": mirrored.num_replicas_in_sync, "loss": [one[0], two[0]],
+               "grad_diff": float(np.abs(one[1] - two[1]).max()), "grad_norm": float(np.abs(one[1]).max())},
+              open(sys.argv[1], "w"))
+""")
+
+
+def python(script, *args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})})
+
+
+def test_two_replicas_give_the_loss_and_gradients_of_one_on_the_global_batch(tmp_path):
+    result = python(EQUIVALENCE, str(tmp_path / "out.json"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["replicas"] == 2
+    assert out["loss"][0] == pytest.approx(out["loss"][1], rel=1e-5)
+    assert out["grad_norm"] > 1e-3 and out["grad_diff"] < 1e-5 * max(1.0, out["grad_norm"])
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_pretrain_on_two_mirrored_cpu_devices(shapes_data, tmp_path):
+    script = textwrap.dedent("""
+        import sys, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from t2ictl.cli import main
+        main(sys.argv[1:])
+    """)
+    args = ["pretrain", "--recipe", "shapes", "--data", str(shapes_data), "--run-dir", str(tmp_path / "run"),
+            "--strategy", "mirrored", *sum((["--set", s] for s in TINY + ["pretrain.epochs=1"]), [])]
+    result = python(script, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replicas" in result.stdout or "replicas: 2" in result.stdout, result.stdout[-2000:]
+    assert (tmp_path / "run" / "encoders" / "encoders.json").exists()
+
+
+def test_multiworker_pretrain_with_two_workers_on_loopback(shapes_data, tmp_path):
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    overrides = sum((["--set", s] for s in TINY + ["pretrain.epochs=1", "pretrain.checkpoint_every=4"]), [])
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-m", "t2ictl", "pretrain", "--recipe", "shapes", "--data", str(shapes_data),
+                   "--run-dir", str(tmp_path / f"run-{index}"), "--strategy", "multiworker", *overrides]
+        workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (out, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    chief_checkpoints = list((tmp_path / "run-0" / "checkpoints" / "pretrain").glob("ckpt-*.index"))
+    assert chief_checkpoints, "the chief wrote no checkpoint"
+    assert not list((tmp_path / "run-1" / "checkpoints").rglob("ckpt-*.index")), "a non-chief worker wrote files"
+    assert (tmp_path / "run-0" / "encoders" / "encoders.json").exists()
