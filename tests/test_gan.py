@@ -1,6 +1,5 @@
 """Phase 2: the contrastive GAN on DF-GAN, sampling, export, exact resume, and the README's main job end to end."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -14,8 +13,7 @@ from conftest import prepare_shapes, tiny_recipe, trained_run
 from t2ictl.errors import UserError
 from t2ictl.evaluation.consistency import held_out
 from t2ictl.training import gan
-from t2ictl.training.pretrain import pretrain
-from t2ictl.training.run_dir import RunDir, open_run
+from t2ictl.training.run_dir import RunDir
 
 
 @pytest.fixture(scope="module")

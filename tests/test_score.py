@@ -3,7 +3,6 @@ folder, a local HTTP server and a Keras weights file; the real-statistics cache;
 
 import functools
 import http.server
-import io
 import json
 import tarfile
 import threading
@@ -305,9 +304,9 @@ def test_score_two_folders(tiny_inception, tmp_path):
 
 
 def test_score_a_trained_run(short_run, shapes_data, tiny_inception, tmp_path):
-    result = CliRunner().invoke(app, ["score", "--run", str(short_run.path), "--data", str(shapes_data), "--num", "100", "--inception",
-                                      str(tiny_inception), "--cache-dir", str(tmp_path), "--json",
-                                      str(tmp_path / "scores.json")])
+    args = ["score", "--run", str(short_run.path), "--data", str(shapes_data), "--num", "100",
+            "--inception", str(tiny_inception), "--cache-dir", str(tmp_path), "--json", str(tmp_path / "scores.json")]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = {r["metric"]: r for r in json.loads((tmp_path / "scores.json").read_text())["results"]}
     assert set(rows) == {"FID", "IS", "R-precision"}

@@ -20,7 +20,6 @@ from t2ictl.console import console, progress
 from t2ictl.errors import UserError
 from t2ictl.evaluation import fid, stats_cache
 from t2ictl.evaluation.inception import POOL_DIM, InceptionNetwork
-from t2ictl.evaluation.inception_score import inception_score
 from t2ictl.evaluation.r_precision import r_precision
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from t2ictl.data import pipeline

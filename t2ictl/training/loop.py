@@ -42,6 +42,7 @@ class Phase(abc.ABC):
 
     def after_step(self) -> None:
         """Updates made once per step in cross-replica context after every replica's step (e.g. weight EMA)."""
+        return None  # a body AutoGraph can convert (a docstring alone makes it warn)
 
     def report(self, step: int) -> None:
         """Periodic eager reporting every schedule.report_every steps (e.g. sample grids)."""
