@@ -31,6 +31,10 @@ class Measurement:
     flops_per_image: float | None = None
 
     @property
+    def median_seconds(self) -> float:
+        return statistics.median(self.seconds_per_window)
+
+    @property
     def flops_per_second(self) -> float | None:
         return None if self.flops_per_image is None else self.flops_per_image * self.images_per_second
 
@@ -44,8 +48,7 @@ def timed(run_window, images_per_window: int, warmup: int, repeats: int) -> Meas
         start = time.perf_counter()
         run_window()
         seconds.append(time.perf_counter() - start)
-    median = statistics.median(seconds)
-    return Measurement(images_per_window / median, seconds, images_per_window, peak_memory_mb())
+    return Measurement(images_per_window / statistics.median(seconds), seconds, images_per_window, peak_memory_mb())
 
 
 def peak_memory_mb() -> float:
@@ -126,11 +129,12 @@ def step_flops(phase, batch) -> float | None:
 def bench_data(recipe: Recipe, data_dir: Path, vocab, batches: int = 20, warmup: int = 1, repeats: int = 5
                ) -> Measurement:
     from t2ictl.data import pipeline
+    from t2ictl.training.branches import images_per_step
 
     dataset = pipeline.train_dataset(data_dir, recipe.data, vocab, paired=recipe.contrastive.enabled,
                                      seed=recipe.runtime.seed)
     iterator = iter(dataset)
-    images = recipe.data.batch_size * (2 if recipe.contrastive.enabled else 1)
+    images = images_per_step(recipe)
 
     def window():
         for _ in range(batches):

@@ -3,6 +3,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import functools  # noqa: E402
+import http.server  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -82,3 +85,49 @@ def short_run(shapes_data, tmp_path_factory):
     return trained_run(shapes_data, tmp_path_factory.mktemp("gan") / "run")
 
 
+# -- a local HTTP server for the download paths -------------------------------------------------------------------
+
+class FileHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a folder; honours `Range: bytes=N-` when `honour_range` is set. Records the Range headers it saw."""
+
+    honour_range = True
+    ranges: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.ranges.append(self.headers.get("Range"))
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if self.honour_range and self.headers.get("Range"):
+            start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A local HTTP server over tmp_path/"served"; yields (base URL, handler class, folder)."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = type("Handler", (FileHandler,), {"ranges": [], "honour_range": True})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/files", handler, served
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join()

@@ -1,11 +1,8 @@
 """t2ictl score: FID, IS and R-precision against independent NumPy/SciPy computations; the Inception network from a
 folder, a local HTTP server and a Keras weights file; the real-statistics cache; the command end to end."""
 
-import functools
-import http.server
 import json
 import tarfile
-import threading
 
 import numpy as np
 import pytest
@@ -188,39 +185,25 @@ def test_a_saved_model_folder_loads_and_gives_2048_features(tiny_inception):
     assert network.identity.startswith("saved_model:")
 
 
-def serve(folder):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def test_a_hub_handle_is_fetched_over_http(tiny_inception, tmp_path, monkeypatch):
-    with tarfile.open(tmp_path / "tiny.tar.gz", "w:gz") as archive:
+def test_a_hub_handle_is_fetched_over_http(tiny_inception, server, tmp_path, monkeypatch):
+    base, _, served = server
+    (served / "files").mkdir()
+    with tarfile.open(served / "files" / "tiny.tar.gz", "w:gz") as archive:
         for path in tiny_inception.rglob("*"):
             archive.add(path, arcname=str(path.relative_to(tiny_inception)), recursive=False)
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub-cache"))
-    server = serve(tmp_path)
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/tiny.tar.gz"
-        network = load_network(url)
-        pool, _ = network(np.full((2, 32, 32, 3), 200, np.uint8))
-    finally:
-        server.shutdown()
+    network = load_network(f"{base}/tiny.tar.gz")
+    pool, _ = network(np.full((2, 32, 32, 3), 200, np.uint8))
     expected, _ = load_network(str(tiny_inception))(np.full((2, 32, 32, 3), 200, np.uint8))
     np.testing.assert_allclose(pool, expected, rtol=1e-6)
-    assert network.identity == url
+    assert network.identity == f"{base}/tiny.tar.gz"
 
 
-def test_an_unreachable_handle_names_the_flag(tmp_path, monkeypatch):
+def test_an_unreachable_handle_names_the_flag(server, tmp_path, monkeypatch):
+    base, _, _ = server  # serves an empty folder: 404
     monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub-cache"))
-    server = serve(tmp_path)  # serves an empty folder: 404
-    try:
-        with pytest.raises(UserError, match="--inception"):
-            load_network(f"http://127.0.0.1:{server.server_port}/missing.tar.gz")
-    finally:
-        server.shutdown()
+    with pytest.raises(UserError, match="--inception"):
+        load_network(f"{base}/missing.tar.gz")
     with pytest.raises(UserError, match="no such folder"):
         load_network(str(tmp_path / "nowhere"))
 

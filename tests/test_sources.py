@@ -1,7 +1,5 @@
 """Dataset sources, archives and downloads against tiny fixtures in the exact upstream layouts."""
 
-import functools
-import http.server
 import io
 import json
 import math
@@ -9,7 +7,6 @@ import pathlib
 import pickle
 import socket
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -464,52 +461,6 @@ def test_extraction_is_atomic_and_done_once(tmp_path):
 
 
 # -- downloads ---------------------------------------------------------------------------------------------------------
-
-class FileHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; honours `Range: bytes=N-` when `honour_range` is set. Records the Range headers it saw."""
-
-    honour_range = True
-    ranges: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        self.ranges.append(self.headers.get("Range"))
-        path = Path(self.translate_path(self.path))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = 0
-        if self.honour_range and self.headers.get("Range"):
-            start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
-            if start >= len(data):
-                self.send_error(416)
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A local HTTP server over tmp_path/"served"; yields (base URL, handler class, folder)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = type("Handler", (FileHandler,), {"ranges": [], "honour_range": True})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/files", handler, served
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
-
 
 def sha256(data: bytes) -> str:
     import hashlib

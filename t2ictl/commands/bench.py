@@ -10,6 +10,7 @@ import typer
 
 from t2ictl.commands import common
 from t2ictl.console import console, table
+from t2ictl.errors import UserError
 
 
 class Target(str, Enum):
@@ -52,17 +53,20 @@ def bench(
                     f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {resolved.runtime.precision}, "
                     f"xla {'on' if resolved.runtime.xla else 'off'}")
     elif target is Target.data:
+        from t2ictl.data.prepare import VOCAB
         from t2ictl.data.vocab import Vocabulary
 
         resolved = common.resolve_recipe(recipe or "shapes", None, overrides, False)
         data_dir, _ = common.resolve_data(resolved, data)
-        vocab = Vocabulary.load(data_dir / "vocab.json")
+        vocab = Vocabulary.load(data_dir / VOCAB)
         m = benchmarks.bench_data(resolved, data_dir, vocab, batches=steps, warmup=warmup, repeats=repeats)
         rows.append(("input pipeline", str(data_dir), m))
         describe = f"{resolved.data.image_size} px, batch {resolved.data.batch_size}"
     elif target is Target.sample:
         from t2ictl.commands.sample import _open
 
+        if run is None:
+            raise UserError("bench sample needs --run DIR, the training run whose generator to time")
         sampler = _open(run, None)
         m = benchmarks.bench_sample(sampler, batch=batch, batches=steps, warmup=warmup, repeats=repeats)
         rows.append(("sample", str(run), m))
@@ -76,7 +80,7 @@ def bench(
         describe = f"batch {batch}"
     console.print(table(f"bench {target.value} ({describe})",
                         ["what", "variant", "images/s", "median s/window", "peak MB", "GFLOP/image", "GFLOP/s"],
-                        [[w, v, m.images_per_second, sorted(m.seconds_per_window)[len(m.seconds_per_window) // 2],
+                        [[w, v, m.images_per_second, m.median_seconds,
                           m.peak_memory_mb, "" if m.flops_per_image is None else m.flops_per_image / 1e9,
                           "" if m.flops_per_second is None else m.flops_per_second / 1e9] for w, v, m in rows]))
 

@@ -54,20 +54,26 @@ def score(
     if sum(x is not None for x in (run, model, images)) != 1:
         raise UserError("pass exactly one of --run DIR, --model DIR or --images DIR")
     started = time.perf_counter()
-    network = load_network(inception)
-    classifier = load_network(is_classifier) if is_classifier else None
     sampler, recipe_data, encoder_models = scoring.open_source(run, model, encoders)
     data = data or recipe_data
     if images is None and data is None:
         raise UserError("pass --data DIR: the prepared dataset whose captions the images are generated from")
     if reference is None and data is None:
         raise UserError("pass --data DIR (a prepared split) or --reference DIR (a folder of real images)")
+    scoring.check_real_side(data, split, reference)  # before hours of generation, not after
+    network = load_network(inception)
+    classifier = load_network(is_classifier) if is_classifier else None
     if images is not None:
         generated = scoring.from_folder(images, batch, limit=num)
     else:
         generated = scoring.from_sampler(sampler, pipeline.split_captions(data, split), num, batch, seed)
+    readers = {}
+    if classifier is not None:
+        readers["is_logits"] = lambda batch_images: classifier(batch_images)[1]
+    if encoder_models is not None and sampler is not None:
+        readers["damsm"] = scoring.damsm_image_reader(encoder_models[1])
     measured = scoring.measure(network, generated, "generated images", keep_logits=classifier is None,
-                               keep_images=encoder_models is not None or classifier is not None)
+                               readers=readers)
     real_mu, real_sigma, hit = scoring.real_statistics(
         network, lambda: scoring.real_side(data, split, reference, measured.image_size, batch),
         scoring.real_key(data, split, reference, measured.image_size),
@@ -77,12 +83,13 @@ def score(
     mu, sigma = measured.statistics.result()
     rows = [_row("FID", fid.frechet_distance(mu, sigma, real_mu, real_sigma), None, count, network.identity,
                  real_name + (" (cached statistics)" if hit else ""))]
-    logits = np.concatenate(measured.logits) if classifier is None else scoring.classifier_logits(classifier, measured)
+    logits = np.concatenate(measured.logits) if classifier is None else measured.concatenated("is_logits")
     rows.append(_row("IS", *inception_score(logits), count, (classifier or network).identity, "10 splits"))
-    if encoder_models is not None and sampler is not None:
-        rows.append(_row("R-precision", *scoring.encoder_r_precision(encoder_models, sampler.vocab, sampler.max_words,
-                                                                     measured, generated.captions, seed),
-                         count, "DAMSM", "1 true caption of 100"))
+    if "damsm" in readers:
+        r_precision = scoring.encoder_r_precision(encoder_models[0], sampler.vocab, sampler.max_words,
+                                                  measured.concatenated("damsm"), np.concatenate(measured.caption_ids),
+                                                  generated.captions, seed)
+        rows.append(_row("R-precision", *r_precision, count, "DAMSM", "1 true caption of 100"))
     seconds = time.perf_counter() - started
     console.print(table("scores", ["metric", "value", "std", "n", "network", "against"],
                         [[r["metric"], r["value"], "" if r["std"] is None else r["std"], r["n"], r["network"],

@@ -266,8 +266,9 @@ def split_images(data_dir: Path, split: str, size: int, batch_size: int) -> tf.d
     return data.batch(batch_size).prefetch(2)
 
 
-def split_captions(data_dir: Path, split: str) -> list[str]:
-    """Every caption of every image of the split, in stored order."""
+def split_captions(data_dir: Path, split: str, max_images: int | None = None) -> list[str]:
+    """Every caption of the split's images (the first max_images of them, if given), in stored order."""
     paths, _ = shard_paths(data_dir, split)
-    captions = tf.data.TFRecordDataset(paths).map(lambda s: records.parse_example(s)["captions"])
+    captions = tf.data.TFRecordDataset(paths).take(-1 if max_images is None else max_images)
+    captions = captions.map(lambda s: records.parse_example(s)["captions"])
     return [c.decode("utf-8") for batch in captions.as_numpy_iterator() for c in batch]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +39,10 @@ class Measured:
     image_size: int = 0  # height of the first image
     logits: list[np.ndarray] = field(default_factory=list)
     caption_ids: list[np.ndarray] = field(default_factory=list)
-    images_for_encoder: list[np.ndarray] = field(default_factory=list)
+    read: dict[str, list[np.ndarray]] = field(default_factory=dict)  # what each extra reader gave, batch by batch
+
+    def concatenated(self, name: str) -> np.ndarray:
+        return np.concatenate(self.read[name])
 
 
 def caption_plan(count: int, num: int, seed: int) -> np.ndarray:
@@ -93,9 +96,15 @@ def from_folder(folder: Path, batch: int, limit: int | None = None) -> Generated
     return GeneratedSide(batches(), len(files))
 
 
+Reader = Callable[[np.ndarray], np.ndarray]  # uint8 images -> one row per image
+
+
 def measure(network: InceptionNetwork, side: GeneratedSide, label: str, keep_logits: bool,
-            keep_images: bool = False) -> Measured:
-    measured = Measured(fid.FeatureStatistics(POOL_DIM))
+            readers: dict[str, Reader] | None = None) -> Measured:
+    """One pass over the images: Inception pool statistics, logits if kept, and the rows of each extra reader (the
+    DAMSM image encoder, a separate IS classifier), so no image has to be held in memory."""
+    readers = readers or {}
+    measured = Measured(fid.FeatureStatistics(POOL_DIM), read={name: [] for name in readers})
     with progress(transient=True) as bar:
         task = bar.add_task(label, total=side.count, unit="img", status="")
         for images, ids in side.batches:
@@ -106,8 +115,8 @@ def measure(network: InceptionNetwork, side: GeneratedSide, label: str, keep_log
                 measured.logits.append(logits)
             if ids is not None:
                 measured.caption_ids.append(ids)
-            if keep_images:
-                measured.images_for_encoder.append(images)
+            for name, reader in readers.items():
+                measured.read[name].append(reader(images))
             bar.advance(task, len(images))
     return measured
 
@@ -124,6 +133,16 @@ def real_statistics(network: InceptionNetwork, side_fn, key: dict, cache_folder:
     if cache_folder is not None:
         stats_cache.save(cache_folder, key, mu, sigma)
     return mu, sigma, False
+
+
+def check_real_side(data: Path | None, split: str, reference: Path | None) -> None:
+    """Raise the UserError that reading the real side would raise, now."""
+    if reference is not None:
+        image_files(reference)
+    else:
+        from t2ictl.data import pipeline
+
+        pipeline.shard_paths(data, split)
 
 
 def real_side(data: Path | None, split: str, reference: Path | None, size: int, batch: int) -> GeneratedSide:
@@ -149,27 +168,33 @@ def folder_key(folder: Path) -> dict:
 
 
 def split_key(data_dir: Path, split: str, size: int) -> dict:
-    manifest = (data_dir / "manifest.json").read_text()
+    from t2ictl.data.prepare import MANIFEST
+
+    manifest = (data_dir / MANIFEST).read_text()
     return {"data": stats_cache.digest_text(manifest), "split": split, "size": size}
 
 
-def encoder_r_precision(encoders, vocab, max_words: int, measured: Measured, captions: list[str], seed: int
-                        ) -> tuple[float, float]:
-    """R-precision of the generated images with the pretrained DAMSM encoders (text, image)."""
+def damsm_image_reader(image_encoder) -> Reader:
+    """Global DAMSM image features of uint8 images, resized to the encoder's input size."""
+    size = image_encoder.input_shape[1]
+
+    def read(images: np.ndarray) -> np.ndarray:
+        scaled = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear") / 127.5 - 1.0
+        return image_encoder(scaled, training=False)["global"].numpy()
+
+    return read
+
+
+def encoder_r_precision(text_encoder, vocab, max_words: int, image_features: np.ndarray, caption_ids: np.ndarray,
+                        captions: list[str], seed: int) -> tuple[float, float]:
+    """R-precision of generated images (their DAMSM features) against the split's captions."""
     from t2ictl.data.vocab import GraphTokenizer
 
-    text_encoder, image_encoder = encoders
-    size = image_encoder.input_shape[1]
     tokenizer = GraphTokenizer(vocab, max_words)
     sentences = np.concatenate([
         text_encoder(tokenizer.ids(tf.constant(captions[i:i + 256]))[0], training=False)["sentence"].numpy()
         for i in range(0, len(captions), 256)])
-    features = []
-    for images in measured.images_for_encoder:
-        scaled = tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear") / 127.5 - 1.0
-        features.append(image_encoder(scaled, training=False)["global"].numpy())
-    ids = np.concatenate(measured.caption_ids)
-    return r_precision(np.concatenate(features), sentences[ids], sentences, seed=seed)
+    return r_precision(image_features, sentences[caption_ids], sentences, seed=seed)
 
 
 def open_source(run: Path | None, model: Path | None, encoders: Path | None):
@@ -182,8 +207,10 @@ def open_source(run: Path | None, model: Path | None, encoders: Path | None):
     if run is not None:
         if not run.is_dir():
             raise UserError(f"run directory {run} does not exist")
-        sampler, recipe, _ = gan.generator_from_run(RunDir(run))
-        text, image, _ = load_encoders(folder or gan.encoders_folder(recipe, RunDir(run)))
+        sampler, recipe, backbone = gan.generator_from_run(RunDir(run))
+        if folder is None:  # the run's own encoders, already loaded with its generator
+            return sampler, recipe.data.path, (backbone.encoders.text, backbone.encoders.image)
+        text, image, _ = load_encoders(folder)
         return sampler, recipe.data.path, (text, image)
     if model is None:
         return None, None, None
@@ -194,10 +221,6 @@ def open_source(run: Path | None, model: Path | None, encoders: Path | None):
         return sampler, None, None
     text, image, _ = load_encoders(folder)
     return sampler, None, (text, image)
-
-
-def classifier_logits(network: InceptionNetwork, measured: Measured) -> np.ndarray:
-    return np.concatenate([network(images)[1] for images in measured.images_for_encoder])
 
 
 def write_json(path: Path, rows: list[dict]) -> None:

@@ -26,6 +26,11 @@ def merge_branches(batch: dict, paired: bool) -> dict:
     return {key: tf.concat([batch["a"][key], batch["b"][key]], axis=0) for key in batch["a"]}
 
 
+def images_per_step(recipe: Recipe) -> int:
+    """Images one global step consumes: data.batch_size per branch, two branches when contrastive is on."""
+    return recipe.data.batch_size * (2 if recipe.contrastive.enabled else 1)
+
+
 def contrastive_loss(features, merged: dict, recipe: Recipe, multi_label: bool, temperature: float, groups: int = 1):
     """SupCon over `features`, made of `groups` blocks of the merged batch's rows (e.g. [images; sentences]).
 

@@ -64,7 +64,7 @@ class GANPhase(Phase):
         self.encoders_dir = encoders_dir
         self.paired = recipe.contrastive.enabled
         self.multi_label = bool(manifest["multi_label"])
-        self.images_per_step = recipe.data.batch_size * (2 if self.paired else 1)
+        self.images_per_step = branches.images_per_step(recipe)
 
     def build(self) -> None:
         self.encoders, info = open_encoders(self.encoders_dir, self.recipe)

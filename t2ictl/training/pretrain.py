@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from t2ictl import fileio
 from t2ictl.data import pipeline
-from t2ictl.data.vocab import Vocabulary
+from t2ictl.data.vocab import GraphTokenizer, Vocabulary
 from t2ictl.losses import damsm
 from t2ictl.models.image_encoder import build_image_encoder, l2_normalize
 from t2ictl.models.text_encoder import build_text_encoder
@@ -59,7 +59,7 @@ class PretrainPhase(Phase):
         self.paired = recipe.contrastive.enabled
         self.multi_label = bool(manifest["multi_label"])
         self.steps_per_epoch = steps_per_epoch
-        self.images_per_step = recipe.data.batch_size * (2 if self.paired else 1)
+        self.images_per_step = branches.images_per_step(recipe)
 
     def build(self) -> None:
         c = self.config
@@ -144,11 +144,13 @@ def text_feature_scales(text_encoder: keras.Model, data_dir: Path, recipe: Recip
                         limit: int = 4096) -> tuple[float, float]:
     """1 / RMS of the sentence features and of the word features (real tokens only) over up to `limit` training
     captions."""
+    tokenizer = GraphTokenizer(vocab, recipe.data.max_words)
+    captions = pipeline.split_captions(data_dir, "train", max_images=limit)[:limit]
     sums, counts = np.zeros(2), np.zeros(2)
-    dataset = pipeline.eval_dataset(data_dir, recipe.data, vocab, split="train", batch_size=256, caption="all")
-    for batch in dataset.take(-(-limit // 256)):
-        out = text_encoder(batch["tokens"], training=False)
-        real = batch["tokens"].numpy() != 0
+    for start in range(0, len(captions), 256):
+        tokens = tokenizer.ids(tf.constant(captions[start:start + 256]))[0]
+        out = text_encoder(tokens, training=False)
+        real = tokens.numpy() != 0
         sums += [np.sum(np.square(out["sentence"].numpy())), np.sum(np.square(out["words"].numpy()[real]))]
         counts += [out["sentence"].shape[0] * out["sentence"].shape[1], real.sum() * out["words"].shape[-1]]
     rms = np.sqrt(sums / np.maximum(counts, 1))
