@@ -79,6 +79,19 @@ def trained_run(data_dir, run_path, *overrides, resume=False):
     return run
 
 
+def scalars(run, tag: str, phase: str = "train") -> list[float]:
+    """The values of one TensorBoard scalar a run's phase logged, in order."""
+    import tensorflow as tf
+
+    values = []
+    for path in sorted(run.logs(phase).glob("events.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values.append(float(tf.make_ndarray(value.tensor)))
+    return values
+
+
 @pytest.fixture(scope="session")
 def short_run(shapes_data, tmp_path_factory):
     """A run of the tiny recipe on `shapes_data`, pretrained and trained (read only)."""

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import prepare_shapes, tiny_recipe, trained_run
+from conftest import prepare_shapes, scalars, tiny_recipe, trained_run
 
 from t2ictl.errors import UserError
 from t2ictl.evaluation.consistency import held_out
@@ -20,16 +20,6 @@ from t2ictl.training.run_dir import RunDir
 def few_shapes(tmp_path_factory):
     """A handful of examples to overfit: 20 images (16 train, one paired step of 8 + 8)."""
     return prepare_shapes(tmp_path_factory.mktemp("few") / "shapes", 20)
-
-
-def scalars(run: RunDir, tag: str) -> list[float]:
-    values = []
-    for path in sorted(run.logs("train").glob("events.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values.append(float(tf.make_ndarray(value.tensor)))
-    return values
 
 
 def colour_match_error(sampler, data_dir, recipe, vocab) -> float:

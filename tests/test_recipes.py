@@ -5,7 +5,7 @@ import pytest
 from t2ictl import recipes
 from t2ictl.errors import UserError
 
-RECIPE_NAMES = ["shapes", "shapes-multi", "cub", "coco", "flowers"]
+RECIPE_NAMES = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "recipes").glob("*.toml"))
 
 
 @pytest.mark.parametrize("name", RECIPE_NAMES)
@@ -16,6 +16,13 @@ def test_shipped_recipes_load_and_round_trip(name, tmp_path):
     written.write_text(recipes.recipe_to_toml(recipe))
     again = recipes.load_recipe(str(written))
     assert recipes.recipe_to_dict(again) == recipes.recipe_to_dict(recipe)
+
+
+@pytest.mark.parametrize("name", RECIPE_NAMES)
+def test_shipped_recipes_provide_every_size_their_backbone_trains_at(name):
+    recipe = recipes.load_recipe(name)
+    needed = set(recipe.model.image_sizes(recipe.data.image_size)) - {recipe.data.image_size}
+    assert needed <= set(recipe.data.extra_sizes), (name, needed)
 
 
 def test_overrides_are_typed_and_nested():

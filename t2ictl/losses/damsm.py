@@ -70,3 +70,20 @@ def sentence_loss(image_global, sentence, gamma3: float, class_ids=None) -> tupl
     text = tf.cast(sentence, tf.float32)
     scores = _cosine(image[:, None, :], text[None, :, :])  # [images, captions]
     return _both_ways(gamma3 * scores, class_ids)
+
+
+def generated_image_loss(image_encoder, images, words, mask, sentence, gammas: tuple[float, float, float],
+                         class_ids=None, word_scale: float = 1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """(word, sentence) DAMSM losses of generated images against their captions, both directions summed, as the
+    generator losses of AttnGAN, DM-GAN and SSA-GAN take them from the frozen pretrained encoders.
+
+    The word-level attention is not blind to the words' scale, so words are divided by `word_scale` (the exported
+    text encoder's calibration, see training/pretrain.py) to match the features the encoders were pretrained with."""
+    gamma1, gamma2, gamma3 = gammas
+    features = image_encoder(images, training=False)
+    lengths = tf.cast(tf.reduce_sum(mask, axis=1), tf.int32)
+    words = tf.cast(words, tf.float32) / word_scale
+    w_image_to_text, w_text_to_image = word_loss(words, lengths, features["regions"], gamma1, gamma2, gamma3,
+                                                 class_ids)
+    s_image_to_text, s_text_to_image = sentence_loss(features["global"], sentence, gamma3, class_ids)
+    return w_image_to_text + w_text_to_image, s_image_to_text + s_text_to_image

@@ -52,7 +52,7 @@ def open_encoders(folder: Path, recipe: Recipe) -> tuple[Encoders, dict]:
                             f"{expected}; pretrain again or fix the recipe")
     text.trainable = False
     image.trainable = False
-    return Encoders(text, image), info
+    return Encoders(text, image, float(info.get("word_scale", 1.0))), info
 
 
 class GANPhase(Phase):

@@ -9,6 +9,8 @@ from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, Tex
 BACKBONES = {
     "dfgan": "t2ictl.models.backbones.dfgan:DFGAN",
     "attngan": "t2ictl.models.backbones.attngan:AttnGAN",
+    "dmgan": "t2ictl.models.backbones.dmgan:DMGAN",
+    "ssagan": "t2ictl.models.backbones.ssagan:SSAGAN",
     "galip": "t2ictl.models.backbones.galip:GALIP",
 }
 

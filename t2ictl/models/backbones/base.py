@@ -55,6 +55,7 @@ class Encoders:
 
     text: keras.Model
     image: keras.Model
+    word_scale: float = 1.0  # the text encoder's calibration of word features (encoders.json), 1.0 if uncalibrated
 
 
 class Backbone(abc.ABC):

@@ -73,10 +73,10 @@ def generator_widths(image_size: int) -> list[int]:
     return discriminator_widths(image_size)[::-1]
 
 
-def discriminator_widths(image_size: int) -> list[int]:
+def discriminator_widths(image_size: int, cap: int = 8) -> list[int]:
     """Channel multipliers of nf from the image to the 4x4 map (official get_D_in_out_chs); one D block per pair."""
     blocks = int(math.log2(image_size)) - 2
-    return [min(2**index, 8) for index in range(blocks + 1)]
+    return [min(2**index, cap) for index in range(blocks + 1)]
 
 
 def _uniform_fan_in(fan_in: int) -> keras.initializers.Initializer:
@@ -221,6 +221,7 @@ def matching_aware_penalty(image_grads, sentence_grads, weight: float, power: fl
 class DFGAN(Backbone):
     config_class = DFGANConfig
     config: DFGANConfig
+    d_width_cap = 8  # D channels grow to 8 nf (DF-GAN v1, the base of SSA-GAN, to 16 nf)
 
     def __init__(self, config: DFGANConfig, image_size: int, text_dim: int, max_words: int,
                  encoders: Encoders | None = None):
@@ -269,7 +270,7 @@ class DFGAN(Backbone):
         nf = self.config.nf
         images = keras.Input((self.image_size, self.image_size, 3), name="images")
         x = _conv(nf, 3, 3, name="from_rgb")(images)
-        widths = discriminator_widths(self.image_size)
+        widths = discriminator_widths(self.image_size, self.d_width_cap)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
             x = DiscriminatorBlock(w_in * nf, w_out * nf, name=f"block_{index}")(x)
         return keras.Model(images, x, name="dfgan_discriminator")
@@ -277,11 +278,12 @@ class DFGAN(Backbone):
     def build_discriminator_head(self) -> keras.Model:
         """(features [B, 4, 4, 8 nf], sentence [B, D]) -> logits [B, 1] float32 (the official NetC)."""
         nf = self.config.nf
-        features = keras.Input((4, 4, 8 * nf), name="features")
+        top = discriminator_widths(self.image_size, self.d_width_cap)[-1] * nf  # 8 nf (SSA-GAN: 16 nf at 128+ px)
+        features = keras.Input((4, 4, top), name="features")
         sentence = keras.Input((self.text_dim,), name="sentence")
         tiled = layers.UpSampling2D(4, name="tile_sentence")(layers.Reshape((1, 1, self.text_dim))(sentence))
         joint = layers.Concatenate(name="joint")([features, tiled])
-        x = _conv(2 * nf, 3, 8 * nf + self.text_dim, use_bias=False, name="joint_conv")(joint)
+        x = _conv(2 * nf, 3, top + self.text_dim, use_bias=False, name="joint_conv")(joint)
         x = layers.LeakyReLU(LEAKY_SLOPE)(x)
         x = _conv(1, 4, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
         logits = layers.Flatten(dtype="float32", name="logits")(x)
@@ -309,12 +311,16 @@ class DFGAN(Backbone):
         # d(sum of logits) per input = each pair's own gradient: a pair's logit depends on its image and sentence only
         image_grads, sentence_grads = input_tape.gradient(real_logits, [images, sentence])
         penalty = matching_aware_penalty(image_grads, sentence_grads, self.config.gp_weight, self.config.gp_power)
-        mismatched_logits = self.judge(ops.roll(real_features, -1, axis=0), sentence)
+        mismatched_logits = self.mismatched_logits(real_features, sentence)
         fake_logits = self.judge(self.discriminator(fake[-1], training=True), sentence)
         terms = {"real": hinge_real(real_logits), "fake": hinge_fake(fake_logits),
                  "mismatch": hinge_fake(mismatched_logits), "ma_gp": penalty}
         terms["loss"] = terms["real"] + (terms["fake"] + terms["mismatch"]) / 2.0 + terms["ma_gp"]
         return terms
+
+    def mismatched_logits(self, real_features, sentence) -> tf.Tensor:
+        """Logits of real images paired with another example's sentence: image i+1 with sentence i, all B pairs."""
+        return self.judge(ops.roll(real_features, -1, axis=0), sentence)
 
     def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
         logits = self.judge(self.discriminator(generated["images"][-1], training=True), text.sentence)
