@@ -10,10 +10,13 @@ peer256=(--set data.image_size=256 --set model.nf=32 --set data.batch_size=8 --s
 t2ictl bench train --recipe shapes "${peer64[@]}" --precision float32
 t2ictl bench train --recipe shapes "${peer64[@]}" --precision mixed_bfloat16
 t2ictl bench train --recipe shapes "${peer64[@]}" --precision float32 --xla
+t2ictl bench train --recipe shapes "${peer64[@]}" --precision mixed_bfloat16 --xla
 # the framework's cost: contrastive on (two branches of 8 = the same 16 images per step)
 t2ictl bench train --recipe shapes --set data.image_size=64 --set model.nf=32 --set data.batch_size=8 --precision float32
 t2ictl bench train --recipe shapes "${peer256[@]}" --precision float32 --steps 1 --repeats 3 --warmup 1
 t2ictl bench train --recipe shapes "${peer256[@]}" --precision mixed_bfloat16 --steps 1 --repeats 3 --warmup 1
+TF_CPU_ALLOCATOR_USE_BFC=true \
+    t2ictl bench train --recipe shapes "${peer256[@]}" --precision mixed_bfloat16 --steps 1 --repeats 3 --warmup 1
 
 # input pipeline (decode, crop, resize, tokenize, pairs) at 64 and 256 px
 t2ictl bench data --recipe shapes --set data.image_size=64 --set data.batch_size=16 --steps 20
@@ -21,3 +24,16 @@ t2ictl bench data --recipe shapes --set data.image_size=256 --set data.batch_siz
 
 # scoring: Inception-v3 at 299 px, compiled vs a plain eager loop over the same model
 t2ictl bench score --batch 25 --steps 2 --repeats 3 --warmup 1
+
+# what limits the step: op self-time by op type and by part of the step (needs `pip install xprof`)
+python benchmarks/profile_step.py --set data.image_size=64 --set model.nf=32 --set data.batch_size=16 \
+    --set contrastive.enabled=false --set runtime.precision=float32
+python benchmarks/profile_step.py --set data.image_size=256 --set model.nf=32 --set data.batch_size=8 \
+    --set contrastive.enabled=false --set runtime.precision=mixed_bfloat16
+
+# bfloat16 against float32 over a short run of the embedded job (the same encoders; compare losses and consistency)
+t2ictl pretrain --recipe shapes --run-dir runs/enc
+for precision in float32 mixed_bfloat16; do
+    t2ictl train --recipe shapes --run-dir "runs/$precision" --precision "$precision" \
+        --set train.encoders=runs/enc --set train.epochs=12
+done

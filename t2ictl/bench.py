@@ -77,8 +77,20 @@ def synthetic_batch(recipe: Recipe, vocab_size: int, num_classes: int, seed: int
     return {"a": branch(), "b": branch()} if recipe.contrastive.enabled else branch()
 
 
-def bench_train(recipe: Recipe, steps: int = 5, warmup: int = 2, repeats: int = 5, vocab_size: int = 1000,
-                num_classes: int = 20) -> Measurement:
+@dataclass
+class TrainStep:
+    """The recipe's GAN train step, compiled as `t2ictl train` compiles it, fed a synthetic in-memory batch."""
+
+    phase: object
+    batch: dict
+    run_steps: object  # run_steps(n): n train steps, waiting for the device at the end
+
+    @property
+    def images_per_step(self) -> int:
+        return self.phase.images_per_step
+
+
+def train_step(recipe: Recipe, vocab_size: int = 1000, num_classes: int = 20) -> TrainStep:
     from t2ictl.data.vocab import Vocabulary
     from t2ictl.models.image_encoder import build_image_encoder
     from t2ictl.models.text_encoder import build_text_encoder
@@ -99,18 +111,22 @@ def bench_train(recipe: Recipe, steps: int = 5, warmup: int = 2, repeats: int = 
             phase.build()
             step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
     batch = synthetic_batch(recipe, vocab_size, num_classes)
-    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat())
-    iterator = iter(dataset)
-    train_step = loop.compiled_step(phase, strategy, step_counter, recipe.runtime.xla)
+    iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
+    compiled = loop.compiled_step(phase, strategy, step_counter, recipe.runtime.xla)
 
-    def window():
-        for _ in range(steps):
-            losses = train_step(iterator)
+    def run_steps(count: int) -> None:
+        for _ in range(count):
+            losses = compiled(iterator)
         float(next(iter(losses.values())))  # wait for the device
 
-    measurement = timed(window, steps * phase.images_per_step, warmup, repeats)
-    flops = step_flops(phase, batch)
-    measurement.flops_per_image = None if flops is None else flops / phase.images_per_step
+    return TrainStep(phase, batch, run_steps)
+
+
+def bench_train(recipe: Recipe, steps: int = 5, warmup: int = 2, repeats: int = 5) -> Measurement:
+    step = train_step(recipe)
+    measurement = timed(lambda: step.run_steps(steps), steps * step.images_per_step, warmup, repeats)
+    flops = step_flops(step.phase, step.batch)
+    measurement.flops_per_image = None if flops is None else flops / step.images_per_step
     return measurement
 
 

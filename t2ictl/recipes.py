@@ -26,7 +26,7 @@ from t2ictl.models.backbones.base import BackboneConfig
 DATASETS = ("shapes", "shapes-multi", "cub", "coco", "flowers")
 MULTI_LABEL_RULES = ("any", "exact", "jaccard")
 STRATEGIES = ("default", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
 
 
 @dataclass
@@ -136,9 +136,11 @@ class TrainConfig:
     keep_checkpoints: int = 3
     sample_every: int = 500  # steps between sample grids (TensorBoard and run/samples/)
     sample_captions: int = 8  # held-out captions in each sample grid
+    eval_every: int = 1  # epochs between end-of-epoch evaluations and their checkpoints (the last epoch always)
 
     def validate(self) -> None:
-        for key in ("epochs", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "sample_captions"):
+        for key in ("epochs", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "sample_captions",
+                    "eval_every"):
             _positive(key, getattr(self, key))
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
@@ -150,7 +152,7 @@ class RuntimeConfig:
 
     seed: int = 0
     strategy: str = "default"  # default (one device) | mirrored (all local GPUs) | multiworker (TF_CONFIG machines)
-    precision: str = "float32"  # float32 | mixed_float16 (dynamic loss scaling) | mixed_bfloat16
+    precision: str = "float32"  # float32 | mixed_float16 (dynamic loss scaling) | mixed_bfloat16 | auto (per machine)
     xla: bool = False  # compile each replica's train step with XLA (jit_compile)
 
     def validate(self) -> None:

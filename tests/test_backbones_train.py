@@ -20,6 +20,8 @@ BACKBONES = {
     "attngan": ("shapes-attngan", ["model.gf_dim=4", "model.df_dim=4"]),
     "dmgan": ("shapes-attngan", ["model.backbone=dmgan", "model.gf_dim=4", "model.df_dim=4"]),
     "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8"]),
+    "galip": ("shapes", ["model.backbone=galip", 'model.clip="tiny"', "model.nf=4", "model.mapper_channels=8",
+                         "model.mapper_mid_channels=4", "model.mapper_blocks=1"]),
 }
 CAPTIONS = ["a large red circle on the left", "a small blue square on the right on a black background"]
 

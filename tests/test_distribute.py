@@ -9,7 +9,9 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
+import tensorflow as tf
 from conftest import TINY
 
 EQUIVALENCE = textwrap.dedent("""
@@ -103,21 +105,51 @@ def test_pretrain_on_two_mirrored_cpu_devices(shapes_data, tmp_path):
     assert (tmp_path / "run" / "encoders" / "encoders.json").exists()
 
 
-def test_multiworker_pretrain_with_two_workers_on_loopback(shapes_data, tmp_path):
+def run_two_workers(shapes_data, run_dirs, *settings, resume=False) -> list[str]:
+    """Pretrain the tiny recipe on a cluster of two worker processes on 127.0.0.1; each worker's stdout."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    overrides = sum((["--set", s] for s in TINY + ["pretrain.epochs=1", "pretrain.checkpoint_every=4"]), [])
+    overrides = sum((["--set", s] for s in TINY + ["pretrain.checkpoint_every=4", *settings]), [])
     workers = []
-    for index in range(2):
+    for index, run_dir in enumerate(run_dirs):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         command = [sys.executable, "-m", "t2ictl", "pretrain", "--recipe", "shapes", "--data", str(shapes_data),
-                   "--run-dir", str(tmp_path / f"run-{index}"), "--strategy", "multiworker", *overrides]
+                   "--run-dir", str(run_dir), "--strategy", "multiworker", *overrides, *(["--resume"] * resume)]
         workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+
+def test_multiworker_pretrain_with_two_workers_on_loopback(shapes_data, tmp_path):
+    run_two_workers(shapes_data, [tmp_path / "run-0", tmp_path / "run-1"], "pretrain.epochs=1")
     chief_checkpoints = list((tmp_path / "run-0" / "checkpoints" / "pretrain").glob("ckpt-*.index"))
     assert chief_checkpoints, "the chief wrote no checkpoint"
     assert not list((tmp_path / "run-1" / "checkpoints").rglob("ckpt-*.index")), "a non-chief worker wrote files"
     assert (tmp_path / "run-0" / "encoders" / "encoders.json").exists()
+
+
+def checkpoint_values(folder) -> dict[str, np.ndarray]:
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(folder)))
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if "OPTIMIZER_SLOT" not in name and name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+def test_multiworker_resumes_after_the_workers_restart(shapes_data, tmp_path):
+    """Both workers stop after one epoch and start again with --resume (on a shared run directory, as a cluster's
+    shared file system gives): they continue from the chief's checkpoint and end where an unbroken run ends."""
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    run_two_workers(shapes_data, [straight, straight], "pretrain.epochs=2")
+    run_two_workers(shapes_data, [broken, broken], "pretrain.epochs=1")
+    steps = int(tf.train.latest_checkpoint(str(broken / "checkpoints" / "pretrain")).rsplit("-", 1)[1])
+    outputs = run_two_workers(shapes_data, [broken, broken], "pretrain.epochs=2", resume=True)
+    for out in outputs:
+        assert f"at step {steps}" in out, out[-2000:]
+    assert not list(broken.glob("checkpoints/.*")), "a non-chief scratch folder was left behind"
+    expected, resumed = (checkpoint_values(run / "checkpoints" / "pretrain") for run in (straight, broken))
+    assert int(resumed["step/.ATTRIBUTES/VARIABLE_VALUE"]) == 2 * steps
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)

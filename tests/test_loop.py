@@ -108,3 +108,16 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="loss loss became nan at step 4"):
         loop.run(ToyPhase(poison_at=3), toy_dataset, RunDir(tmp_path), schedule(10))
+
+
+def test_eval_every_spaces_the_evaluations_and_their_checkpoints(tmp_path):
+    """Epochs of 5 steps, an evaluation every 2nd epoch (steps 10, 20) and at the last step (23); checkpoints at those
+    steps and every checkpoint_every = 3 steps."""
+    phase = ToyPhase()
+    spaced = loop.Schedule(total_steps=23, steps_per_epoch=5, log_every=2, checkpoint_every=3, keep_checkpoints=100,
+                           eval_every=2)
+    loop.run(phase, toy_dataset, RunDir(tmp_path), spaced)
+    assert phase.evaluations == 3
+    state = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints" / "toy"))
+    saved = sorted(int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths)
+    assert saved == [3, 6, 9, 10, 12, 15, 18, 20, 21, 23]

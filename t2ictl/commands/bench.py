@@ -50,7 +50,7 @@ def bench(
         m = benchmarks.bench_train(resolved, steps=steps, warmup=warmup, repeats=repeats)
         rows.append(("train step", resolved.model.backbone, m))
         describe = (f"{resolved.data.image_size} px, batch {m.images_per_window // steps} images/step, "
-                    f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {resolved.runtime.precision}, "
+                    f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {keras_policy()}, "
                     f"xla {'on' if resolved.runtime.xla else 'off'}")
     elif target is Target.data:
         from t2ictl.data.prepare import VOCAB
@@ -93,3 +93,10 @@ def _score_network(spec: Optional[str]):
     import keras
 
     return keras_model_network(keras.applications.InceptionV3(weights=None), "keras:random")
+
+
+def keras_policy() -> str:
+    """The precision the benchmark ran at (`auto` resolved)."""
+    import keras
+
+    return keras.mixed_precision.global_policy().name

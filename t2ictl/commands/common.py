@@ -18,7 +18,9 @@ RESUME_HELP = "Continue the run in --run-dir from its latest checkpoint (exact s
 
 STRATEGY_HELP = ("Distribution: default (one device), mirrored (all local GPUs), multiworker (the machines in "
                  "TF_CONFIG) [default: the recipe's runtime.strategy].")
-PRECISION_HELP = "float32, mixed_float16 (loss scaling) or mixed_bfloat16 [default: the recipe's runtime.precision]."
+PRECISION_HELP = ("float32, mixed_float16 (loss scaling), mixed_bfloat16, or auto (bfloat16 where the GPU or CPU "
+                  "computes it natively, float16 on older tensor-core GPUs, else float32) [default: the recipe's "
+                  "runtime.precision].")
 XLA_HELP = "Compile the train step with XLA (--xla) or not (--no-xla) [default: the recipe's runtime.xla]."
 
 RecipeOption = typer.Option(None, "--recipe", "-r", help=RECIPE_HELP)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -48,13 +50,36 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
                                             and "chief" not in resolver.cluster_spec().as_dict())
 
 
+def resolve_precision(name: str, cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The policy `auto` stands for on this machine: the fastest one whose training behaves as float32's.
+
+    GPU: bfloat16 from compute capability 8.0 (Ampere), float16 with loss scaling on 7.x (tensor cores without
+    bfloat16), else float32. CPU: bfloat16 where the cores compute it natively (AVX-512 BF16 or AMX; 1.7x float32 on
+    the DF-GAN step here, BENCHMARKS.md), else float32, since emulated bfloat16 is slower than float32."""
+    if name != "auto":
+        return name
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capability = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability") or (0, 0)
+        return "mixed_bfloat16" if capability >= (8, 0) else "mixed_float16" if capability >= (7, 0) else "float32"
+    return "mixed_bfloat16" if cpu_computes_bfloat16(cpuinfo) else "float32"
+
+
+def cpu_computes_bfloat16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    try:
+        flags = cpuinfo.read_text()
+    except OSError:  # not Linux: no way to tell, so the safe choice
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
 def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def optimizer(inner: keras.optimizers.Optimizer, precision: str) -> keras.optimizers.Optimizer:
-    """Wrap an optimizer for dynamic loss scaling when the precision needs it (float16 only)."""
-    if precision == "mixed_float16":
+def optimizer(inner: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Wrap an optimizer for dynamic loss scaling when the global policy (set by set_precision) computes in float16."""
+    if keras.mixed_precision.global_policy().compute_dtype == "float16":
         return keras.optimizers.LossScaleOptimizer(inner)
     return inner
 

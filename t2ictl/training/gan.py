@@ -70,9 +70,8 @@ class GANPhase(Phase):
         self.encoders, info = open_encoders(self.encoders_dir, self.recipe)
         self.backbone = build_backbone(self.recipe, self.encoders, info["text_dim"])
         self.backbone.build()
-        precision = self.recipe.runtime.precision
-        self.backbone.g_optimizer = distribute.optimizer(self.backbone.g_optimizer, precision)
-        self.backbone.d_optimizer = distribute.optimizer(self.backbone.d_optimizer, precision)
+        self.backbone.g_optimizer = distribute.optimizer(self.backbone.g_optimizer)
+        self.backbone.d_optimizer = distribute.optimizer(self.backbone.d_optimizer)
         self.generator = self.backbone.generator
         # built now so that a restore finds every optimizer variable (a loss-scale wrapper has its own)
         self.backbone.g_optimizer.build(self.generator.trainable_variables)
@@ -181,7 +180,8 @@ def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[s
     config = recipe.train
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-                             keep_checkpoints=config.keep_checkpoints, report_every=config.sample_every)
+                             keep_checkpoints=config.keep_checkpoints, report_every=config.sample_every,
+                             eval_every=config.eval_every)
     phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, encoders_folder(recipe, run))
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)

@@ -63,6 +63,7 @@ class Schedule:
     checkpoint_every: int
     keep_checkpoints: int
     report_every: int = 0  # 0: never call Phase.report
+    eval_every: int = 1  # epochs between Phase.evaluate calls (and the checkpoint with them); the last step always
 
 
 DatasetFn = Callable[[int, tf.distribute.InputContext], tf.data.Dataset]
@@ -75,7 +76,7 @@ def prepare_runtime(runtime) -> tf.distribute.Strategy:
     from t2ictl.training import distribute
 
     keras.utils.set_random_seed(runtime.seed)
-    distribute.set_precision(runtime.precision)
+    distribute.set_precision(distribute.resolve_precision(runtime.precision))
     return distribute.make_strategy(runtime.strategy)
 
 
@@ -93,7 +94,7 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     start = int(step.numpy())
     metrics: dict[str, float] = {}
     console.print(f"{phase.name}: replicas: {strategy.num_replicas_in_sync}, "
-                  f"{phase.images_per_step} images per global step")
+                  f"{phase.images_per_step} images per global step, precision {_policy_name()}")
     if start < schedule.total_steps:
         dataset = strategy.distribute_datasets_from_function(lambda context: dataset_fn(start, context))
         metrics = _train(phase, strategy, iter(dataset), step, manager, run_dir, schedule, jit_compile)
@@ -101,6 +102,12 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
         console.print(f"{phase.name}: already at step {start} of {schedule.total_steps}; nothing to train")
     phase.export()
     return metrics
+
+
+def _policy_name() -> str:
+    import keras
+
+    return keras.mixed_precision.global_policy().name
 
 
 def _random_states(trackables: dict) -> dict:
@@ -187,15 +194,22 @@ def _train(phase, strategy, iterator, step, manager, run_dir, schedule, jit_comp
                     window_start, window_steps = time.perf_counter(), 0
                 if chief and schedule.report_every and current % schedule.report_every == 0:
                     phase.report(current)
-                epoch_end = current % schedule.steps_per_epoch == 0 or current == schedule.total_steps
-                if epoch_end or current % schedule.checkpoint_every == 0:
+                evaluate = _evaluates(current, schedule)
+                if evaluate or current % schedule.checkpoint_every == 0:
                     _save(manager, current, chief)
-                if epoch_end:
+                if evaluate:
                     metrics = _end_epoch(phase, current, schedule, bar)
         except KeyboardInterrupt:
             _save(manager, int(step.numpy()), chief)
             raise
     return metrics
+
+
+def _evaluates(current: int, schedule: Schedule) -> bool:
+    """Whether step `current` ends an epoch that is evaluated: every eval_every-th epoch, and the last step."""
+    if current == schedule.total_steps:
+        return True
+    return current % (schedule.steps_per_epoch * schedule.eval_every) == 0
 
 
 def _end_epoch(phase: Phase, current: int, schedule: Schedule, bar) -> dict[str, float]:

@@ -68,8 +68,7 @@ class PretrainPhase(Phase):
         self.image_encoder = build_image_encoder(c.image_trunk, self.recipe.data.image_size, c.text_dim,
                                                  c.image_weights, c.train_trunk, c.small_trunk_width)
         schedule = EpochDecay(c.learning_rate, c.lr_decay, self.steps_per_epoch)
-        self.optimizer = distribute.optimizer(keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2),
-                                              self.recipe.runtime.precision)
+        self.optimizer = distribute.optimizer(keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2))
         self.optimizer.build(self.text_encoder.trainable_variables + self.image_encoder.trainable_variables)
 
     def trackables(self) -> dict:

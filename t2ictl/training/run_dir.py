@@ -25,7 +25,7 @@ VOCAB = "vocab.json"
 # what may differ on --resume: how long to train and how often to log, save and report (to extend a run)
 RESUMABLE_CHANGES = {"pretrain.epochs", "pretrain.log_every", "pretrain.checkpoint_every", "pretrain.eval_examples",
                      "train.epochs", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                     "train.sample_captions", "train.keep_checkpoints", "pretrain.keep_checkpoints"}
+                     "train.sample_captions", "train.keep_checkpoints", "pretrain.keep_checkpoints", "train.eval_every"}
 
 
 @dataclasses.dataclass(frozen=True)
