@@ -93,6 +93,28 @@ def scalars(run, tag: str, phase: str = "train") -> list[float]:
     return values
 
 
+def alternating_gan_step(backbone, real: dict, noise, text):
+    """A tf.function train step as the GAN phase takes it, on fixed inputs: the discriminator steps on the fakes cut
+    from the generator's graph, then the generator steps against the updated discriminator. Returns (D, G) terms."""
+    import tensorflow as tf
+
+    g_vars, d_vars = backbone.generator.trainable_variables, backbone.discriminator_variables
+    inputs = {"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask}
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as g_tape:
+            generated = backbone.generator(inputs, training=True)
+            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                d_terms = backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in generated["images"]], text)
+            backbone.d_optimizer.apply_gradients(zip(d_tape.gradient(d_terms["loss"], d_vars), d_vars))
+            g_terms = backbone.generator_loss(generated, text, None)
+        backbone.g_optimizer.apply_gradients(zip(g_tape.gradient(g_terms["loss"], g_vars), g_vars))
+        return d_terms, g_terms
+
+    return step
+
+
 @pytest.fixture(scope="session")
 def short_run(shapes_data, tmp_path_factory):
     """A run of the tiny recipe on `shapes_data`, pretrained and trained (read only)."""

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import alternating_gan_step
 
 from t2ictl.errors import UserError
 from t2ictl.losses import damsm
@@ -292,20 +293,13 @@ def test_losses_fall_in_a_short_overfit_run(name):
     text, noise = text_batch(), noise_batch(backbone)
     real = {16: tf.random.stateless_uniform((BATCH, 16, 16, 3), (5, 6), -1, 1),
             32: tf.random.stateless_uniform((BATCH, 32, 32, 3), (7, 8), -1, 1)}
-    g_vars, d_vars = backbone.generator.trainable_variables, backbone.discriminator_variables
+    step = alternating_gan_step(backbone, real, noise, text)
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as g_tape:
-            out = generate(backbone, noise, text, training=True)
-            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                d_loss = backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in out["images"]], text)["loss"]
-            backbone.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
-            g_terms = backbone.generator_loss(out, text, None)
-        backbone.g_optimizer.apply_gradients(zip(g_tape.gradient(g_terms["loss"], g_vars), g_vars))
-        return d_loss, g_terms["damsm_words"] + g_terms["damsm_sentence"]
+    def losses():
+        d_terms, g_terms = step()
+        return d_terms["loss"], g_terms["damsm_words"] + g_terms["damsm_sentence"]
 
-    history = np.array([[float(v) for v in step()] for _ in range(20)])
+    history = np.array([[float(v) for v in losses()] for _ in range(20)])
     assert np.all(np.isfinite(history))
     d_loss, damsm_terms = history.T
     assert np.mean(d_loss[-5:]) < d_loss[0] - 0.05, d_loss

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import alternating_gan_step
 
 from t2ictl import recipes
 from t2ictl.errors import UserError
@@ -474,23 +475,14 @@ def test_discriminator_loss_falls_in_a_short_overfit_run():
     sentence projection's InfoNCE fall, and the frozen ViT does not move (one mapper block: tracing is the cost)."""
     backbone = make_backbone(seed=0, mapper_blocks=1)
     text, real, noise = text_batch(), real_batch(), noise_batch()
-    g_vars, d_vars = backbone.generator.trainable_variables, backbone.discriminator_variables
     before = clip_weights(backbone)
+    step = alternating_gan_step(backbone, {SIZE: real}, noise, text)
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as g_tape:
-            fake = generate(backbone.generator, noise, text, training=True)
-            with g_tape.stop_recording():
-                with tf.GradientTape() as d_tape:
-                    d_terms = backbone.discriminator_loss({SIZE: real}, [tf.stop_gradient(fake["images"][-1])],
-                                                          text)
-                backbone.d_optimizer.apply_gradients(zip(d_tape.gradient(d_terms["loss"], d_vars), d_vars))
-            g_loss = backbone.generator_loss(fake, text, None)["loss"]
-        backbone.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+    def losses():
+        d_terms, _ = step()
         return d_terms["real"] + d_terms["fake"], d_terms["align"], d_terms["loss"]
 
-    history = np.array([[float(v) for v in step()] for _ in range(20)])
+    history = np.array([[float(v) for v in losses()] for _ in range(20)])
     hinge, align, total = history.T
     assert np.all(np.isfinite(history))
     assert np.mean(hinge[-5:]) < hinge[0] - 0.05

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import alternating_gan_step
 
 from t2ictl.losses import damsm
 from t2ictl.models.backbones import backbone_class, config_class
@@ -139,20 +140,13 @@ def test_discriminator_loss_falls_in_a_short_overfit_run():
     backbone = make_backbone()
     text, noise = text_batch(), noise_batch()
     real = {SIZE: tf.random.stateless_uniform((BATCH, SIZE, SIZE, 3), (5, 6), -1, 1)}
-    g_vars, d_vars = backbone.generator.trainable_variables, backbone.discriminator_variables
+    step = alternating_gan_step(backbone, real, noise, text)
 
-    @tf.function
-    def step():
-        with tf.GradientTape() as g_tape:
-            out = generate(backbone, noise, text, training=True)
-            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
-                d_terms = backbone.discriminator_loss(real, [tf.stop_gradient(out["images"][-1])], text)
-            backbone.d_optimizer.apply_gradients(zip(d_tape.gradient(d_terms["loss"], d_vars), d_vars))
-            g_terms = backbone.generator_loss(out, text, None)
-        backbone.g_optimizer.apply_gradients(zip(g_tape.gradient(g_terms["loss"], g_vars), g_vars))
+    def losses():
+        d_terms, g_terms = step()
         return d_terms["real"] + d_terms["fake"], g_terms["damsm_words"] + g_terms["damsm_sentence"]
 
-    history = np.array([[float(v) for v in step()] for _ in range(20)])
+    history = np.array([[float(v) for v in losses()] for _ in range(20)])
     assert np.all(np.isfinite(history))
     hinge, damsm_terms = history.T
     assert np.mean(hinge[-5:]) < hinge[0] - 0.05, hinge

@@ -55,3 +55,25 @@ def test_a_mixed_precision_gan_run_trains_and_resumes(policy, short_run, shapes_
     assert len(losses) >= 12 and np.all(np.isfinite(losses))
     names = {name for name, _ in tf.train.list_variables(str(run.checkpoints("train")))}
     assert any("loss_scale" in name or "dynamic_scale" in name for name in names) is (policy == "mixed_float16")
+
+
+def test_an_xla_compiled_gan_step_computes_what_the_plain_one_does(shapes_data):
+    """The tiny DF-GAN phase from the same seed and batch, with and without jit_compile. XLA draws a different stream
+    from the same tf.random.Generator state (its Philox sampling differs), so the generated images differ; the
+    discriminator terms on real pairs, which the noise does not reach, must agree, and both steps must train."""
+    from t2ictl import bench
+
+    results = []
+    for xla in (False, True):
+        step = bench.train_step(tiny_recipe(shapes_data, f"runtime.xla={str(xla).lower()}"))
+        start = [w.numpy() for w in step.phase.generator.trainable_weights]
+        first = step.run_steps(1)
+        second = step.run_steps(1)
+        moved = max(float(np.abs(w.numpy() - s).max()) for w, s in zip(step.phase.generator.trainable_weights, start))
+        results.append((first, second, moved))
+    (plain, plain_second, plain_moved), (xla, xla_second, xla_moved) = results
+    for name in ("d_real", "d_mismatch", "d_ma_gp"):
+        assert xla[name] == pytest.approx(plain[name], rel=1e-4, abs=1e-7), name
+    assert xla.keys() == plain.keys()
+    assert np.all(np.isfinite(list(xla.values()) + list(xla_second.values())))
+    assert xla_moved > 1e-4 and plain_moved > 1e-4
