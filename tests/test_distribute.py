@@ -105,8 +105,9 @@ def test_pretrain_on_two_mirrored_cpu_devices(shapes_data, tmp_path):
     assert (tmp_path / "run" / "encoders" / "encoders.json").exists()
 
 
-def run_two_workers(shapes_data, run_dirs, *settings, resume=False) -> list[str]:
-    """Pretrain the tiny recipe on a cluster of two worker processes on 127.0.0.1; each worker's stdout."""
+def run_two_workers(shapes_data, run_dirs, *settings, resume=False, succeed=True) -> list[str]:
+    """Pretrain the tiny recipe on a cluster of two worker processes on 127.0.0.1; each worker's stdout (with
+    succeed=False: each worker's stderr, and both must fail)."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     overrides = sum((["--set", s] for s in TINY + ["pretrain.checkpoint_every=4", *settings]), [])
@@ -118,6 +119,9 @@ def run_two_workers(shapes_data, run_dirs, *settings, resume=False) -> list[str]
                    "--run-dir", str(run_dir), "--strategy", "multiworker", *overrides, *(["--resume"] * resume)]
         workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = [w.communicate(timeout=600) for w in workers]
+    if not succeed:
+        assert all(worker.returncode == 2 for worker in workers), [err[-2000:] for _, err in outputs]
+        return [err for _, err in outputs]
     for worker, (out, err) in zip(workers, outputs):
         assert worker.returncode == 0, err[-3000:]
     return [out for out, _ in outputs]
@@ -153,3 +157,13 @@ def test_multiworker_resumes_after_the_workers_restart(shapes_data, tmp_path):
     assert expected.keys() == resumed.keys()
     for name in expected:
         np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_workers_that_restore_different_checkpoints_stop_with_a_clear_error(shapes_data, tmp_path):
+    """Separate run directories (no shared file system): on --resume the chief finds its checkpoint and the other
+    worker none. Training on would mix two models under one averaged gradient; both workers stop and say why."""
+    dirs = [tmp_path / "run-0", tmp_path / "run-1"]
+    run_two_workers(shapes_data, dirs, "pretrain.epochs=1")
+    errors = run_two_workers(shapes_data, dirs, "pretrain.epochs=2", resume=True, succeed=False)
+    for err in errors:
+        assert "the workers restored different checkpoints" in err and "Traceback" not in err, err[-2000:]

@@ -90,6 +90,7 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     trackables = phase.trackables()
     checkpoint = tf.train.Checkpoint(step=step, **trackables, **_random_states(trackables))
     _restore(checkpoint, run_dir.checkpoints(phase.name))
+    _check_workers_agree(strategy, step)
     manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
     start = int(step.numpy())
     metrics: dict[str, float] = {}
@@ -102,6 +103,22 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
         console.print(f"{phase.name}: already at step {start} of {schedule.total_steps}; nothing to train")
     phase.export()
     return metrics
+
+
+def _check_workers_agree(strategy: tf.distribute.Strategy, step: tf.Variable) -> None:
+    """Every worker of a multi-worker run must start from the same step. A worker that restored another checkpoint
+    (or none) would train other weights than the chief's with the same averaged gradients, silently."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+
+    def spread():
+        context = tf.distribute.get_replica_context()
+        local = tf.cast(step, tf.float64)
+        return context.all_reduce("sum", tf.abs(local - context.all_reduce("mean", local)))
+
+    if float(strategy.experimental_local_results(strategy.run(spread))[0]) > 0:
+        raise UserError(f"the workers restored different checkpoints (this one is at step {int(step.numpy())}); give "
+                        "every worker the same --run-dir on a shared file system so that all resume from the chief's")
 
 
 def _policy_name() -> str:
