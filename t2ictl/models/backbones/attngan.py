@@ -226,7 +226,7 @@ class AttnGAN(Backbone):
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator_variables)
 
-    def word_fusion(self, channels: int, size: int, name: str) -> layers.Layer:
+    def word_fusion(self, channels: int, name: str) -> layers.Layer:
         """The layer that fuses the words into a stage's map: (map, words, mask) -> 2 x channels (DM-GAN overrides)."""
         return AttentionFusion(channels, name=name)
 
@@ -250,8 +250,8 @@ class AttnGAN(Backbone):
         for index in range(ups):
             x = up_block(x, gf * 2 ** (ups - index - 1), name=f"stage_0_up_{index}")
         images = [self.to_rgb(x, 0)]
-        for stage, size in enumerate(self.sizes[1:], start=1):
-            x = self.word_fusion(gf, size // 2, f"stage_{stage}_fusion")(x, inputs["words"], inputs["mask"])
+        for stage in range(1, len(self.sizes)):
+            x = self.word_fusion(gf, f"stage_{stage}_fusion")(x, inputs["words"], inputs["mask"])
             for index in range(c.residual_blocks):
                 x = residual_block(x, 2 * gf, name=f"stage_{stage}_residual_{index}")
             x = up_block(x, gf, name=f"stage_{stage}_up")

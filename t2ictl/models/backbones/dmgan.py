@@ -118,7 +118,7 @@ class DMGAN(AttnGAN):
     config: DMGANConfig
     name = "dmgan"
 
-    def word_fusion(self, channels: int, size: int, name: str) -> layers.Layer:
+    def word_fusion(self, channels: int, name: str) -> layers.Layer:
         return MemoryRefinement(channels, name=name)
 
     def down_block(self, x, filters: int, normalise: bool, name: str):
