@@ -47,6 +47,9 @@ def test_every_option_has_help(command):
     (["sample", "a red bird", "--model", "no/such/model"], "not a model written by"),
     (["export", "--run", "no/such/run", "--out", "x"], "does not exist"),
     (["recipes", "show", "nope"], "unknown recipe"),
+    # checked before any data is read or pretraining starts: no data folder exists here
+    (["train", "--recipe", "shapes-attngan", "--set", "model.stages=4"], "first stage of at least 8 px"),
+    (["train", "--recipe", "shapes-attngan", "--set", "data.extra_sizes=[]"], "add them to data.extra_sizes"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
     result = t2ictl(*args, cwd=tmp_path)

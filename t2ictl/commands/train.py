@@ -30,6 +30,7 @@ def train(
 
     overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
     resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
+    gan.check_backbone(resolved)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "train", resume)
     encoders = gan.encoders_folder(resolved, run)

@@ -44,6 +44,11 @@ def build_backbone(recipe: Recipe, encoders: Encoders, text_dim: int) -> backbon
     return backbone
 
 
+def check_backbone(recipe: Recipe) -> None:
+    """Fail before any work (pretraining can take hours) when the backbone cannot train at the recipe's sizes."""
+    build_backbone(recipe, None, recipe.pretrain.text_dim)
+
+
 def open_encoders(folder: Path, recipe: Recipe) -> tuple[Encoders, dict]:
     text, image, info = load_encoders(folder)
     for key, expected in (("max_words", recipe.data.max_words), ("image_size", recipe.data.image_size)):
