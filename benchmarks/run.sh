@@ -18,6 +18,11 @@ t2ictl bench train --recipe shapes "${peer256[@]}" --precision mixed_bfloat16 --
 TF_CPU_ALLOCATOR_USE_BFC=true \
     t2ictl bench train --recipe shapes "${peer256[@]}" --precision mixed_bfloat16 --steps 1 --repeats 3 --warmup 1
 
+# every backbone's CUB recipe at 256 px, batch 4 + 4 (contrastive on, auto precision)
+for recipe in cub cub-attngan cub-dmgan cub-ssagan; do
+    t2ictl bench train --recipe "$recipe" --set data.batch_size=4 --steps 1 --repeats 3 --warmup 1
+done
+
 # input pipeline (decode, crop, resize, tokenize, pairs) at 64 and 256 px
 t2ictl bench data --recipe shapes --set data.image_size=64 --set data.batch_size=16 --steps 20
 t2ictl bench data --recipe shapes --set data.image_size=256 --set data.batch_size=16 --steps 20
