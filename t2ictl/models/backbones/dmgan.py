@@ -73,6 +73,11 @@ class MemoryRefinement(layers.Layer):
         return ops.concatenate([refined, refined], axis=-1)
 
 
+def _unit(x):
+    """x / |x|, cut from the gradient: the power iteration's vectors carry none (code/spectral.py uses .data)."""
+    return ops.stop_gradient(x / (ops.norm(x) + 1e-12))
+
+
 class SpectralConv2D(layers.Layer):
     """Conv2D with PyTorch-style spectral normalisation of its kernel (code/spectral.py, one power iteration)."""
 
@@ -90,17 +95,11 @@ class SpectralConv2D(layers.Layer):
 
     def call(self, inputs, training=False):
         matrix = ops.transpose(ops.reshape(self.kernel, (-1, self.filters)))  # PyTorch's w.view(out, -1)
-        u = self.u / (ops.norm(self.u) + 1e-12)
-        if training:
-            v = ops.matmul(ops.transpose(matrix), u)
-            v = v / (ops.norm(v) + 1e-12)
-            u = ops.matmul(matrix, v)
-            u = ops.stop_gradient(u / (ops.norm(u) + 1e-12))
-            v = ops.stop_gradient(v)
+        u = _unit(self.u)
+        v = _unit(ops.matmul(ops.transpose(matrix), u))
+        if training:  # one power iteration per training call, kept for the next
+            u = _unit(ops.matmul(matrix, v))
             self.u.assign(u)
-        else:
-            v = ops.matmul(ops.transpose(matrix), u)
-            v = v / (ops.norm(v) + 1e-12)
         sigma = ops.sum(u * ops.matmul(matrix, v))
         # conv(x, W / sigma) computed as conv(x, W) / sigma: the same function and gradient, and a graph TensorFlow's
         # remapper does not mis-fuse (Conv2D on a computed kernel + BiasAdd + LeakyReLU fails there)
