@@ -42,6 +42,7 @@ def bench(
     """Measure images/s (median of --repeats windows after --warmup), peak memory and, for train, model FLOPs per
     image and the FLOP/s achieved. Speeds belong in BENCHMARKS.md, not in tests."""
     from t2ictl import bench as benchmarks
+    from t2ictl.training import distribute
 
     overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
     rows = []
@@ -50,7 +51,7 @@ def bench(
         m = benchmarks.bench_train(resolved, steps=steps, warmup=warmup, repeats=repeats)
         rows.append(("train step", resolved.model.backbone, m))
         describe = (f"{resolved.data.image_size} px, batch {m.images_per_window // steps} images/step, "
-                    f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {keras_policy()}, "
+                    f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {distribute.precision_in_use()}, "
                     f"xla {'on' if resolved.runtime.xla else 'off'}")
     elif target is Target.data:
         from t2ictl.data.prepare import VOCAB
@@ -93,10 +94,3 @@ def _score_network(spec: Optional[str]):
     import keras
 
     return keras_model_network(keras.applications.InceptionV3(weights=None), "keras:random")
-
-
-def keras_policy() -> str:
-    """The precision the benchmark ran at (`auto` resolved)."""
-    import keras
-
-    return keras.mixed_precision.global_policy().name

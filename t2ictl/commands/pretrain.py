@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
-
 from t2ictl.commands import common
 from t2ictl.console import console, table
 

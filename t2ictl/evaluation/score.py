@@ -190,10 +190,10 @@ def encoder_r_precision(text_encoder, vocab, max_words: int, image_features: np.
     """R-precision of generated images (their DAMSM features) against the split's captions."""
     from t2ictl.data.vocab import GraphTokenizer
 
-    tokenizer = GraphTokenizer(vocab, max_words)
-    sentences = np.concatenate([
-        text_encoder(tokenizer.ids(tf.constant(captions[i:i + 256]))[0], training=False)["sentence"].numpy()
-        for i in range(0, len(captions), 256)])
+    from t2ictl.models.text_encoder import encode_captions
+
+    chunks = encode_captions(text_encoder, GraphTokenizer(vocab, max_words), captions)
+    sentences = np.concatenate([out["sentence"].numpy() for _, out in chunks])
     return r_precision(image_features, sentences[caption_ids], sentences, seed=seed)
 
 
@@ -203,7 +203,7 @@ def open_source(run: Path | None, model: Path | None, encoders: Path | None):
     from t2ictl.training.pretrain import load_encoders
     from t2ictl.training.run_dir import RunDir
 
-    folder = None if encoders is None else (encoders / "encoders" if (encoders / "encoders").is_dir() else encoders)
+    folder = None if encoders is None else gan.encoders_in(encoders)
     if run is not None:
         if not run.is_dir():
             raise UserError(f"run directory {run} does not exist")

@@ -7,7 +7,11 @@ AttnGAN's defaults: 300-d embeddings, dropout 0.5, D = 256 (128 per direction), 
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 
@@ -29,3 +33,11 @@ def build_text_encoder(vocab_size: int, max_words: int, embedding_dim: int = 300
     words = layers.Multiply(name="words")([words, mask])
     sentence = layers.Concatenate(name="sentence")([forward_h, backward_h])
     return keras.Model(tokens, {"words": words, "sentence": sentence}, name=name)
+
+
+def encode_captions(text_encoder: keras.Model, tokenizer, captions: list[str], batch_size: int = 256
+                    ) -> Iterator[tuple[np.ndarray, dict]]:
+    """(token ids [n, T], the encoder's outputs) for each chunk of `batch_size` captions, tokenized in the graph."""
+    for start in range(0, len(captions), batch_size):
+        tokens = tokenizer.ids(tf.constant(captions[start:start + batch_size]))[0]
+        yield tokens.numpy(), text_encoder(tokens, training=False)

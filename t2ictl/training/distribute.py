@@ -77,6 +77,11 @@ def set_precision(policy: str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
+def precision_in_use() -> str:
+    """The global policy's name (what `auto` resolved to, once set_precision ran)."""
+    return keras.mixed_precision.global_policy().name
+
+
 def optimizer(inner: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     """Wrap an optimizer for dynamic loss scaling when the global policy (set by set_precision) computes in float16."""
     if keras.mixed_precision.global_policy().compute_dtype == "float16":

@@ -172,9 +172,11 @@ def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: 
 
 def encoders_folder(recipe: Recipe, run: RunDir) -> Path:
     """Where the GAN phase takes its encoders: train.encoders (a run or an encoders/ folder), else this run's."""
-    if not recipe.train.encoders:
-        return run.encoders
-    folder = Path(recipe.train.encoders)
+    return encoders_in(Path(recipe.train.encoders)) if recipe.train.encoders else run.encoders
+
+
+def encoders_in(folder: Path) -> Path:
+    """The encoders folder a user points at: a run's encoders/, or the folder itself."""
     return folder / "encoders" if (folder / "encoders").is_dir() else folder
 
 

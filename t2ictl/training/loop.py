@@ -83,6 +83,8 @@ def prepare_runtime(runtime) -> tf.distribute.Strategy:
 def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule,
         strategy: tf.distribute.Strategy | None = None, jit_compile: bool = False) -> dict[str, float]:
     """Train `phase` up to schedule.total_steps, resuming from the latest checkpoint in the run directory."""
+    from t2ictl.training import distribute
+
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         phase.build()
@@ -95,7 +97,7 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     start = int(step.numpy())
     metrics: dict[str, float] = {}
     console.print(f"{phase.name}: replicas: {strategy.num_replicas_in_sync}, "
-                  f"{phase.images_per_step} images per global step, precision {_policy_name()}")
+                  f"{phase.images_per_step} images per global step, precision {distribute.precision_in_use()}")
     if start < schedule.total_steps:
         dataset = strategy.distribute_datasets_from_function(lambda context: dataset_fn(start, context))
         metrics = _train(phase, strategy, iter(dataset), step, manager, run_dir, schedule, jit_compile)
@@ -119,12 +121,6 @@ def _check_workers_agree(strategy: tf.distribute.Strategy, step: tf.Variable) ->
     if float(strategy.experimental_local_results(strategy.run(spread))[0]) > 0:
         raise UserError(f"the workers restored different checkpoints (this one is at step {int(step.numpy())}); give "
                         "every worker the same --run-dir on a shared file system so that all resume from the chief's")
-
-
-def _policy_name() -> str:
-    import keras
-
-    return keras.mixed_precision.global_policy().name
 
 
 def _random_states(trackables: dict) -> dict:

@@ -22,7 +22,7 @@ from t2ictl.data import pipeline
 from t2ictl.data.vocab import GraphTokenizer, Vocabulary
 from t2ictl.losses import damsm
 from t2ictl.models.image_encoder import build_image_encoder, l2_normalize
-from t2ictl.models.text_encoder import build_text_encoder
+from t2ictl.models.text_encoder import build_text_encoder, encode_captions
 from t2ictl.recipes import Recipe
 from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
@@ -146,10 +146,8 @@ def text_feature_scales(text_encoder: keras.Model, data_dir: Path, recipe: Recip
     tokenizer = GraphTokenizer(vocab, recipe.data.max_words)
     captions = pipeline.split_captions(data_dir, "train", max_images=limit)[:limit]
     sums, counts = np.zeros(2), np.zeros(2)
-    for start in range(0, len(captions), 256):
-        tokens = tokenizer.ids(tf.constant(captions[start:start + 256]))[0]
-        out = text_encoder(tokens, training=False)
-        real = tokens.numpy() != 0
+    for tokens, out in encode_captions(text_encoder, tokenizer, captions):
+        real = tokens != 0
         sums += [np.sum(np.square(out["sentence"].numpy())), np.sum(np.square(out["words"].numpy()[real]))]
         counts += [out["sentence"].shape[0] * out["sentence"].shape[1], real.sum() * out["words"].shape[-1]]
     rms = np.sqrt(sums / np.maximum(counts, 1))

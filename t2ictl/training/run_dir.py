@@ -21,8 +21,7 @@ from t2ictl.errors import UserError
 
 RECIPE = "recipe.toml"
 VOCAB = "vocab.json"
-# Keys that may change when a run is resumed: how long it runs and how often it reports.
-# what may differ on --resume: how long to train and how often to log, save and report (to extend a run)
+# Keys that may change when a run is resumed (to extend it): how long it trains and how often it logs, saves, reports.
 RESUMABLE_CHANGES = {"pretrain.epochs", "pretrain.log_every", "pretrain.checkpoint_every", "pretrain.eval_examples",
                      "train.epochs", "train.log_every", "train.checkpoint_every", "train.sample_every",
                      "train.sample_captions", "train.keep_checkpoints", "pretrain.keep_checkpoints", "train.eval_every"}
