@@ -41,6 +41,8 @@ class DataConfig:
     batch_size: int = 32  # global batch (per branch in paired mode)
     shuffle_buffer: int = 2048
     random_flip: bool = True  # horizontal flips in training (off where captions say "left"/"right", as shapes)
+    random_crop: bool = True  # resize to 76/64 of the size, crop back at random (AttnGAN/DF-GAN); off where captions
+    # size and place the objects (shapes): the crop zooms them and shifts them by up to 3/16 of the size
 
     def validate(self) -> None:
         _choice("dataset", self.dataset, DATASETS)

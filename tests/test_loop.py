@@ -121,3 +121,17 @@ def test_eval_every_spaces_the_evaluations_and_their_checkpoints(tmp_path):
     state = tf.train.get_checkpoint_state(str(tmp_path / "checkpoints" / "toy"))
     saved = sorted(int(path.rsplit("-", 1)[1]) for path in state.all_model_checkpoint_paths)
     assert saved == [3, 6, 9, 10, 12, 15, 18, 20, 21, 23]
+
+
+class FailingReportPhase(ToyPhase):
+    def report(self, step):
+        raise OSError(f"disk full while writing the sample grid of step {step}")
+
+
+def test_a_failing_report_loses_no_steps(tmp_path):
+    """The checkpoint of a step is written before that step's report, so a failing report keeps the steps it ends."""
+    reporting = loop.Schedule(total_steps=10, steps_per_epoch=5, log_every=2, checkpoint_every=3, keep_checkpoints=5,
+                              report_every=6)
+    with pytest.raises(OSError, match="step 6"):
+        loop.run(FailingReportPhase(), toy_dataset, RunDir(tmp_path), reporting)
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "toy")).endswith("ckpt-6")

@@ -1,5 +1,6 @@
 """The tf.data pipeline: batch contents, paired batches sharing labels, determinism, exact resume, sharding."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -54,6 +55,19 @@ def test_the_smaller_size_is_the_image_downscaled(shapes_data):
     (batch,) = take(shapes_data, 1)
     reference = tf.image.resize(batch["image"], [16, 16], antialias=True).numpy()
     assert np.abs(reference - batch["image_16"]).max() < 1e-4
+
+
+def test_without_random_crop_a_training_image_is_the_whole_image_resized(shapes_data):
+    whole = {}
+    for batch in pipeline.eval_dataset(shapes_data, CONFIG, vocab_of(shapes_data), split="train", batch_size=64):
+        whole.update(zip(batch["example_key"].numpy(), batch["image"].numpy()))
+    uncropped = take(shapes_data, 2, config=dataclasses.replace(CONFIG, random_crop=False))
+    cropped = take(shapes_data, 2)
+    for batch in uncropped:
+        for key, image in zip(batch["example_key"], batch["image"]):
+            np.testing.assert_allclose(image, whole[key], atol=1e-6)
+    shifted = [np.abs(image - whole[key]).max() for b in cropped for key, image in zip(b["example_key"], b["image"])]
+    assert max(shifted) > 0.1  # the default crops: some image moved
 
 
 def test_paired_single_label_batches_share_the_class(shapes_data):

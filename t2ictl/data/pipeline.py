@@ -2,7 +2,8 @@
 
 Training, per epoch e: shards in an order shuffled by (seed, e) → records shuffled with a seed of (seed, e) → this
 worker's share → [paired mode: pairs sharing a label] → decode, crop to the record's box, resize to 76/64 of the size
-and random-crop back (AttnGAN/DF-GAN), optional flip, one caption drawn per image → batch → tokenize → prefetch.
+and random-crop back (AttnGAN/DF-GAN; or straight to the size without data.random_crop), optional flip, one caption
+drawn per image → batch → tokenize → prefetch.
 Every random choice is a stateless function of (seed, epoch, element index), so the stream from any step on is the
 same whether a run is fresh or resumed: `start_step` skips the consumed records of the current epoch before decoding.
 
@@ -96,9 +97,12 @@ def _with_sizes(row: dict, image, config: DataConfig) -> dict:
 def _train_row(example: dict, seed, config: DataConfig) -> dict:
     """Random crop/flip and one random caption; `seed` is a [2] int64 stateless seed unique to this element."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
-    large = int(round(config.image_size * TRAIN_SCALE))
-    image = _to_unit(_resize(tf.cast(_cropped(example), tf.float32), large))
-    image = tf.image.stateless_random_crop(image, [config.image_size, config.image_size, 3], seeds[0])
+    if config.random_crop:
+        large = int(round(config.image_size * TRAIN_SCALE))
+        image = _to_unit(_resize(tf.cast(_cropped(example), tf.float32), large))
+        image = tf.image.stateless_random_crop(image, [config.image_size, config.image_size, 3], seeds[0])
+    else:
+        image = _to_unit(_resize(tf.cast(_cropped(example), tf.float32), config.image_size))
     if config.random_flip:
         image = tf.image.stateless_random_flip_left_right(image, seeds[1])
     pick = tf.random.stateless_uniform([], seeds[2], 0, example["caption_count"], dtype=tf.int32)

@@ -205,11 +205,11 @@ def _train(phase, strategy, iterator, step, manager, run_dir, schedule, jit_comp
                     _log_scalars(values | {"images_per_second": rate}, current)
                     bar.update(task, status=_status(current, schedule.total_steps, values))
                     window_start, window_steps = time.perf_counter(), 0
-                if chief and schedule.report_every and current % schedule.report_every == 0:
-                    phase.report(current)
                 evaluate = _evaluates(current, schedule)
                 if evaluate or current % schedule.checkpoint_every == 0:
-                    _save(manager, current, chief)
+                    _save(manager, current, chief)  # before the reports, so that a failing report loses no steps
+                if chief and schedule.report_every and current % schedule.report_every == 0:
+                    phase.report(current)
                 if evaluate:
                     metrics = _end_epoch(phase, current, schedule, bar)
         except KeyboardInterrupt:
