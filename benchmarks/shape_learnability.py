@@ -1,9 +1,10 @@
 """How fast a small CNN learns the shape and the colour of the embedded single-object images, per drawing geometry.
 
 A GAN's discriminator and the pretrained image encoder have to learn the shape before the generator can follow it, so
-the steps a plain supervised classifier needs are a floor for the embedded job. This trains the same small CNN (the
-pretraining's small trunk: three stride-2 4x4 convolutions with BatchNorm, then global pooling) with two softmax heads
-(4 shapes, 5 colours), Adam 4e-4, batch 32, on 4,000 images drawn with each geometry, and reads held-out accuracy.
+the steps a plain supervised classifier needs are a floor for the embedded job. This trains a small CNN built like the
+pretraining's small trunk (three stride-2 4x4 convolutions with BatchNorm, where the trunk has four, then global
+pooling) with two softmax heads (4 shapes, 5 colours), Adam 4e-4, batch 32, on 4,000 images drawn with each geometry,
+and reads held-out accuracy.
 
     python benchmarks/shape_learnability.py [--steps 1000] [--seeds 3] [--image-size 32]
 

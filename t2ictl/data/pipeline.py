@@ -87,6 +87,11 @@ def _resize(image, size: int) -> tf.Tensor:
     return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
 
 
+def _box_at(example: dict, size: int) -> tf.Tensor:
+    """The record's crop box resized to size x size, in [-1, 1]."""
+    return _to_unit(_resize(tf.cast(_cropped(example), tf.float32), size))
+
+
 def _with_sizes(row: dict, image, config: DataConfig) -> dict:
     row["image"] = tf.clip_by_value(image, -1.0, 1.0)
     for size in config.extra_sizes:
@@ -98,11 +103,10 @@ def _train_row(example: dict, seed, config: DataConfig) -> dict:
     """Random crop/flip and one random caption; `seed` is a [2] int64 stateless seed unique to this element."""
     seeds = tf.random.experimental.stateless_split(seed, 3)
     if config.random_crop:
-        large = int(round(config.image_size * TRAIN_SCALE))
-        image = _to_unit(_resize(tf.cast(_cropped(example), tf.float32), large))
+        image = _box_at(example, int(round(config.image_size * TRAIN_SCALE)))
         image = tf.image.stateless_random_crop(image, [config.image_size, config.image_size, 3], seeds[0])
     else:
-        image = _to_unit(_resize(tf.cast(_cropped(example), tf.float32), config.image_size))
+        image = _box_at(example, config.image_size)
     if config.random_flip:
         image = tf.image.stateless_random_flip_left_right(image, seeds[1])
     pick = tf.random.stateless_uniform([], seeds[2], 0, example["caption_count"], dtype=tf.int32)
@@ -112,7 +116,7 @@ def _train_row(example: dict, seed, config: DataConfig) -> dict:
 
 
 def _eval_row(example: dict, caption, config: DataConfig) -> dict:
-    image = _to_unit(_resize(tf.cast(_cropped(example), tf.float32), config.image_size))
+    image = _box_at(example, config.image_size)
     row = {"caption": caption, "labels": example["labels"], "class_id": example["class_id"],
            "example_key": example["example_key"], "example_id": example["example_id"]}
     return _with_sizes(row, image, config)
