@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,6 +24,7 @@ from rich.table import Table  # noqa: E402
 
 from t2ictl import sampling  # noqa: E402
 from t2ictl.data import pipeline  # noqa: E402
+from t2ictl.errors import UserError  # noqa: E402
 from t2ictl.evaluation.consistency import shapes_consistency  # noqa: E402
 from t2ictl.training import gan  # noqa: E402
 from t2ictl.training.run_dir import RunDir  # noqa: E402
@@ -74,4 +76,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as exc:  # a wrong --run or --data: one line, as the CLI prints it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
