@@ -52,7 +52,7 @@ def main() -> None:
     def step(batch, seed):
         text = gan.text_features(encoders.text, batch["tokens"])
         noise = tf.random.stateless_normal([tf.shape(batch["tokens"])[0], backbone.noise_dim], seed)
-        inputs = {"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask}
+        inputs = text.generator_inputs(noise)
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(tf.abs(generator(inputs, training=True)["images"][-1] - batch["image"]))
         optimizer.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables),

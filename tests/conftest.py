@@ -99,7 +99,7 @@ def alternating_gan_step(backbone, real: dict, noise, text):
     import tensorflow as tf
 
     g_vars, d_vars = backbone.generator.trainable_variables, backbone.discriminator_variables
-    inputs = {"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask}
+    inputs = text.generator_inputs(noise)
 
     @tf.function
     def step():

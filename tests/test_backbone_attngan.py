@@ -64,8 +64,7 @@ def noise_batch(backbone, seed: int = 2) -> tf.Tensor:
 
 
 def generate(backbone, noise, text: TextFeatures, training: bool = False) -> dict:
-    return backbone.generator({"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask},
-                              training=training)
+    return backbone.generator(text.generator_inputs(noise), training=training)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -64,8 +64,7 @@ def real_batch(seed: int = 3, batch: int = BATCH) -> tf.Tensor:
 
 
 def generate(generator: keras.Model, noise, text: TextFeatures, training: bool = False) -> dict:
-    return generator({"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask},
-                     training=training)
+    return generator(text.generator_inputs(noise), training=training)
 
 
 def logits_of(backbone: DFGAN, images, sentence) -> np.ndarray:

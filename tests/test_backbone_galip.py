@@ -62,8 +62,7 @@ def real_batch(seed: int = 3, batch: int = BATCH) -> tf.Tensor:
 
 
 def generate(generator, noise, text: TextFeatures, training: bool = False) -> dict:
-    return generator({"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask},
-                     training=training)
+    return generator(text.generator_inputs(noise), training=training)
 
 
 def logits_of(backbone: GALIP, images, sentence) -> np.ndarray:

@@ -50,8 +50,7 @@ def noise_batch(seed: int = 2) -> tf.Tensor:
 
 
 def generate(backbone, noise, text: TextFeatures, training: bool = False) -> dict:
-    return backbone.generator({"noise": noise, "words": text.words, "sentence": text.sentence, "mask": text.mask},
-                              training=training)
+    return backbone.generator(text.generator_inputs(noise), training=training)
 
 
 def test_registry_and_defaults_follow_the_official_code():

@@ -100,8 +100,7 @@ class GANPhase(Phase):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
         with tf.GradientTape() as g_tape:
-            generated = self.generator({"noise": noise, "words": text.words, "sentence": text.sentence,
-                                        "mask": text.mask}, training=True)
+            generated = self.generator(text.generator_inputs(noise), training=True)
             with g_tape.stop_recording():
                 d_terms = self.discriminator_step(real, generated["images"], text, replicas)
             g_terms = self.backbone.generator_loss(generated, text, class_ids)

@@ -48,6 +48,10 @@ class TextFeatures:
     sentence: tf.Tensor  # [B, D]
     mask: tf.Tensor  # [B, T] float, 1 at real tokens
 
+    def generator_inputs(self, noise) -> dict:
+        """Every backbone's generator input dict for these texts and noise [B, Z]."""
+        return {"noise": noise, "words": self.words, "sentence": self.sentence, "mask": self.mask}
+
 
 @dataclass
 class Encoders:
