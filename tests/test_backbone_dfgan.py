@@ -189,6 +189,23 @@ def test_initialisation_follows_the_official_code(fresh):
     assert np.abs(rgb).max() <= bound and np.abs(rgb).max() > 0.5 * bound
 
 
+def test_closed_gates_leave_the_discriminator_affine_and_open_gates_do_not():
+    """With the official zero gates D is an affine map of the image (RGB conv, 1x1 shortcuts, average pools), so at
+    the start it sees only pooled colour; d_gate_init = 1 opens the non-linear residual branches."""
+    x1, x2 = tf.random.normal((2, SIZE, SIZE, 3), seed=1), tf.random.normal((2, SIZE, SIZE, 3), seed=2)
+
+    def nonlinearity(d_gate_init: float) -> float:
+        d = make_backbone(d_gate_init=d_gate_init).discriminator
+        f = lambda x: d(x, training=True).numpy()  # noqa: E731
+        zero = f(tf.zeros_like(x1))
+        return float(np.abs((f(x1 + x2) - zero) - (f(x1) - zero) - (f(x2) - zero)).max() / np.abs(f(x1) - zero).max())
+
+    assert nonlinearity(0.0) < 1e-4
+    assert nonlinearity(1.0) > 1e-2
+    gammas = [w.numpy() for w in make_backbone(d_gate_init=1.0).discriminator.weights if w.path.endswith("gamma")]
+    assert gammas and all(g == 1.0 for g in gammas)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # determinism and conditioning
 
@@ -209,6 +226,21 @@ def test_same_noise_same_images_and_the_sentence_matters(trained):
     # words and mask are not DF-GAN's inputs
     no_words = TextFeatures(tf.zeros_like(text.words), text.sentence, tf.zeros_like(text.mask))
     np.testing.assert_array_equal(generate(backbone.generator, noise, no_words)["images"][0].numpy(), first)
+
+
+def test_project_condition_puts_the_sentence_into_the_first_map():
+    """Every affine starts as the identity, so a fresh official generator ignores the sentence; with
+    project_condition the first 4x4 map is made from (noise, sentence) and the sentence shapes the image at once."""
+    text, noise = text_batch(), noise_batch()
+    other_text = TextFeatures(text.words, text_batch(seed=9).sentence, text.mask)
+
+    def sentence_effect(project_condition: bool) -> float:
+        generator = make_backbone(project_condition=project_condition).generator
+        images = [generate(generator, noise, t)["images"][0].numpy() for t in (text, other_text)]
+        return float(np.abs(images[0] - images[1]).mean())
+
+    assert sentence_effect(False) == 0.0
+    assert sentence_effect(True) > 1e-3
 
 
 # ---------------------------------------------------------------------------------------------------------------------

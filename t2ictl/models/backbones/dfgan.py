@@ -22,6 +22,10 @@ Differences that do not change the function: NHWC instead of NCHW, and a D block
 shortcut conv (the official one builds it and never uses it). Weights start like PyTorch's defaults (uniform within
 +-1/sqrt(fan_in) for kernels and biases), the initialisation the official results were obtained with.
 Under a mixed-precision policy the layers compute in float16; images, logits and losses stay float32.
+
+Two options, off by default, leave the official rules for short runs (the embedded `shapes` recipe turns both on):
+`d_gate_init` starts the D blocks' gammas elsewhere than 0, and `project_condition` makes the first 4x4 map from
+concat(z, sentence), as AttnGAN's first stage does, instead of from z alone.
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ class DFGANConfig(BackboneConfig):
     beta_2: float = 0.9  # src/train.py betas[1], both optimizers
     gp_weight: float = 2.0  # lib/modules.py MA_GP: 2.0 * mean(norm ** 6)
     gp_power: float = 6.0  # lib/modules.py MA_GP: the exponent 6
+    # lib/modules.py D_Block: gamma = zeros(1), so D's body starts as an affine map of the image (RGB conv, 1x1
+    # shortcuts, average pools) that sees pooled colour and place but not shape, and in a 3,000-step run the gammas
+    # only reach about 0.1; the shapes recipe starts them at 1.0 (BENCHMARKS.md)
+    d_gate_init: float = 0.0
+    # model.py NetG: fc(noise) makes the first 4x4 map, so the sentence acts only through channel-wise affines; true
+    # makes it from concat(noise, sentence), as AttnGAN's first stage does (the shapes recipe, BENCHMARKS.md)
+    project_condition: bool = False
 
     def validate(self) -> None:
         for key in ("nf", "z_dim"):
@@ -170,11 +181,12 @@ class GeneratorBlock(layers.Layer):
 
 
 class DiscriminatorBlock(layers.Layer):
-    """avgpool(shortcut(x)) + gamma * (conv4x4/2, LReLU, conv3x3, LReLU)(x), gamma learned from 0."""
+    """avgpool(shortcut(x)) + gamma * (conv4x4/2, LReLU, conv3x3, LReLU)(x), gamma learned from gate_init (0 in
+    the official code)."""
 
-    def __init__(self, in_channels: int, out_channels: int, **kwargs):
+    def __init__(self, in_channels: int, out_channels: int, gate_init: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.gate_init = in_channels, out_channels, gate_init
         self.down = _conv(out_channels, 4, in_channels, strides=2, use_bias=False, name="down")
         self.conv = _conv(out_channels, 3, out_channels, use_bias=False, name="conv")
         self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
@@ -182,7 +194,7 @@ class DiscriminatorBlock(layers.Layer):
 
     def build(self, features_shape):
         batch, height, width, _ = features_shape
-        self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
+        self.gamma = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.gate_init), name="gamma")
         self.down.build(features_shape)
         half = (batch, None if height is None else height // 2, None if width is None else width // 2)
         self.conv.build(half + (self.out_channels,))
@@ -255,7 +267,10 @@ class DFGAN(Backbone):
             "mask": keras.Input((self.max_words,), name="mask"),  # unused
         }
         condition = layers.Concatenate(name="condition")([inputs["noise"], inputs["sentence"]])
-        x = _dense(4 * 4 * 8 * nf, self.config.z_dim, name="project")(inputs["noise"])
+        if self.config.project_condition:
+            x = _dense(4 * 4 * 8 * nf, condition_dim, name="project")(condition)
+        else:
+            x = _dense(4 * 4 * 8 * nf, self.config.z_dim, name="project")(inputs["noise"])
         x = layers.Reshape((4, 4, 8 * nf), name="to_4x4")(x)
         widths = generator_widths(self.image_size)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -272,7 +287,7 @@ class DFGAN(Backbone):
         x = _conv(nf, 3, 3, name="from_rgb")(images)
         widths = discriminator_widths(self.image_size, self.d_width_cap)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-            x = DiscriminatorBlock(w_in * nf, w_out * nf, name=f"block_{index}")(x)
+            x = DiscriminatorBlock(w_in * nf, w_out * nf, self.config.d_gate_init, name=f"block_{index}")(x)
         return keras.Model(images, x, name="dfgan_discriminator")
 
     def build_discriminator_head(self) -> keras.Model:
