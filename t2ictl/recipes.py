@@ -243,9 +243,27 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     raw.setdefault("name", path.stem)
+    file_model = dict(raw.get("model", {})) if isinstance(raw.get("model"), dict) else {}
     for override in overrides or []:
         _apply_override(raw, override)
+    _drop_other_backbone_keys(raw, file_model, overrides or [])
     return recipe_from_dict(raw, source=str(path))
+
+
+def _drop_other_backbone_keys(raw: dict, file_model: dict, overrides: list[str]) -> None:
+    """`--set model.backbone=X` on a recipe written for another backbone: the file's [model] keys that X does not
+    have (e.g. DF-GAN's d_gate_init under GALIP) belong to the file's backbone and are left out. Keys given with
+    --set are kept, so a wrong one is still an error."""
+    model = raw.get("model")
+    if not isinstance(model, dict) or model.get("backbone", "dfgan") == file_model.get("backbone", "dfgan"):
+        return
+    if model.get("backbone") not in backbones.BACKBONES:
+        return  # the build names the unknown backbone
+    known = {field.name for field in dataclasses.fields(backbones.config_class(model["backbone"]))}
+    overridden = {o.partition("=")[0].strip() for o in overrides}
+    for key in file_model:
+        if key not in known and f"model.{key}" not in overridden:
+            del model[key]
 
 
 def recipe_from_dict(raw: dict, source: str = "<recipe>") -> Recipe:

@@ -39,6 +39,18 @@ def test_float_field_accepts_integer():
     assert recipe.contrastive.gan_weight == 1.0 and isinstance(recipe.contrastive.gan_weight, float)
 
 
+def test_switching_backbone_leaves_out_the_file_backbone_s_own_keys():
+    """The shapes recipe sets DF-GAN's d_gate_init and project_condition; under --set model.backbone=galip they are
+    left out, keys both have (nf, g_lr) are kept, and a DF-GAN key given with --set is still an error."""
+    dfgan = recipes.load_recipe("shapes")
+    assert dfgan.model.d_gate_init == 1.0 and dfgan.model.project_condition is True
+    galip = recipes.load_recipe("shapes", ["model.backbone=galip"])
+    assert type(galip.model).__name__ == "GALIPConfig" and not hasattr(galip.model, "d_gate_init")
+    assert (galip.model.nf, galip.model.g_lr) == (dfgan.model.nf, dfgan.model.g_lr)
+    with pytest.raises(UserError, match="unknown key model.d_gate_init"):
+        recipes.load_recipe("shapes", ["model.backbone=galip", "model.d_gate_init=1.0"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("data.bogus=1", "unknown key data.bogus"),
     ("data.batch_size=x", "data.batch_size: expected an integer"),
