@@ -26,6 +26,7 @@ from t2ictl import sampling  # noqa: E402
 from t2ictl.data import pipeline  # noqa: E402
 from t2ictl.errors import UserError  # noqa: E402
 from t2ictl.evaluation.consistency import shapes_consistency  # noqa: E402
+from t2ictl.models.text_encoder import text_features  # noqa: E402
 from t2ictl.training import gan  # noqa: E402
 from t2ictl.training.run_dir import RunDir  # noqa: E402
 
@@ -50,7 +51,7 @@ def main() -> None:
 
     @tf.function
     def step(batch, seed):
-        text = gan.text_features(encoders.text, batch["tokens"])
+        text = text_features(encoders.text, batch["tokens"])
         noise = tf.random.stateless_normal([tf.shape(batch["tokens"])[0], backbone.noise_dim], seed)
         inputs = text.generator_inputs(noise)
         with tf.GradientTape() as tape:

@@ -18,7 +18,7 @@ import tensorflow as tf
 from t2ictl import fileio
 from t2ictl.data.vocab import GraphTokenizer
 from t2ictl.errors import UserError
-from t2ictl.models.backbones.base import TextFeatures
+from t2ictl.models.text_encoder import text_features
 from t2ictl.sampling import noise, to_uint8
 
 
@@ -41,9 +41,7 @@ class TextToImage(tf.Module):
 
     def _images(self, captions, z):
         tokens, _ = self.tokenizer.ids(captions)
-        text = self.text_encoder(tokens, training=False)
-        mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
-        out = self.generator(TextFeatures(text["words"], text["sentence"], mask).generator_inputs(z), training=False)
+        out = self.generator(text_features(self.text_encoder, tokens).generator_inputs(z), training=False)
         return {"images": to_uint8(out["images"][-1])}
 
 

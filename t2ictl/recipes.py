@@ -162,8 +162,11 @@ class RuntimeConfig:
         _choice("precision", self.precision, PRECISIONS)
 
 
+DEFAULT_BACKBONE = "dfgan"  # a [model] table without a backbone key
+
+
 def _default_model() -> BackboneConfig:
-    return backbones.config_class("dfgan")()
+    return backbones.config_class(DEFAULT_BACKBONE)()
 
 
 @dataclass
@@ -255,11 +258,12 @@ def _drop_other_backbone_keys(raw: dict, file_model: dict, overrides: list[str])
     have (e.g. DF-GAN's d_gate_init under GALIP) belong to the file's backbone and are left out. Keys given with
     --set are kept, so a wrong one is still an error."""
     model = raw.get("model")
-    if not isinstance(model, dict) or model.get("backbone", "dfgan") == file_model.get("backbone", "dfgan"):
+    chosen = model.get("backbone", DEFAULT_BACKBONE) if isinstance(model, dict) else None
+    if chosen is None or chosen == file_model.get("backbone", DEFAULT_BACKBONE):
         return
-    if model.get("backbone") not in backbones.BACKBONES:
+    if chosen not in backbones.BACKBONES:
         return  # the build names the unknown backbone
-    known = {field.name for field in dataclasses.fields(backbones.config_class(model["backbone"]))}
+    known = {field.name for field in dataclasses.fields(backbones.config_class(chosen))}
     overridden = {o.partition("=")[0].strip() for o in overrides}
     for key in file_model:
         if key not in known and f"model.{key}" not in overridden:
@@ -340,7 +344,7 @@ def _build(cls, raw: dict, prefix: str):
 
 def _coerce(hint, value, key: str):
     if hint is BackboneConfig:  # the backbone named in the table decides which keys it has
-        name = value.get("backbone", "dfgan") if isinstance(value, dict) else None
+        name = value.get("backbone", DEFAULT_BACKBONE) if isinstance(value, dict) else None
         hint = backbones.config_class(name) if name in backbones.BACKBONES else BackboneConfig
         if name not in backbones.BACKBONES:
             raise ValueError(f"{key}.backbone: {name!r} is not one of {', '.join(backbones.BACKBONES)}")

@@ -15,7 +15,7 @@ import tensorflow as tf
 from t2ictl import fileio
 from t2ictl.data.vocab import PAD_ID, Vocabulary
 from t2ictl.errors import UserError
-from t2ictl.models.backbones.base import TextFeatures
+from t2ictl.models.text_encoder import text_features
 
 
 def noise(count, dim: int, seed, truncation=0.0) -> tf.Tensor:
@@ -58,9 +58,7 @@ class Sampler:
         self.vocab, self.max_words, self.noise_dim = vocab, max_words, noise_dim
 
     def images_from_tokens(self, tokens, z) -> tf.Tensor:
-        text = self.text_encoder(tokens, training=False)
-        mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
-        out = self.generator(TextFeatures(text["words"], text["sentence"], mask).generator_inputs(z), training=False)
+        out = self.generator(text_features(self.text_encoder, tokens).generator_inputs(z), training=False)
         return to_uint8(out["images"][-1])
 
     def sample(self, captions: list[str], per_caption: int, seed: int, truncation: float = 0.0,

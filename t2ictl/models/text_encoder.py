@@ -14,6 +14,15 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from t2ictl.models.backbones.base import TextFeatures
+
+
+def text_features(text_encoder: keras.Model, tokens) -> TextFeatures:
+    """Frozen text features of token ids; padding positions have mask 0."""
+    out = text_encoder(tokens, training=False)
+    mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
+    return TextFeatures(tf.stop_gradient(out["words"]), tf.stop_gradient(out["sentence"]), mask)
+
 
 def build_text_encoder(vocab_size: int, max_words: int, embedding_dim: int = 300, text_dim: int = 256,
                        dropout: float = 0.5, name: str = "text_encoder") -> keras.Model:

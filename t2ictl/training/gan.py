@@ -11,26 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
 import tensorflow as tf
 
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.errors import UserError
 from t2ictl.models import backbones
-from t2ictl.models.backbones.base import Encoders, TextFeatures
+from t2ictl.models.backbones.base import Encoders
+from t2ictl.models.text_encoder import text_features
 from t2ictl.recipes import Recipe
 from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
 from t2ictl.training.pretrain import load_encoders
 from t2ictl.training.run_dir import RunDir
-
-
-def text_features(text_encoder: keras.Model, tokens) -> TextFeatures:
-    """Frozen text features of token ids; padding positions have mask 0."""
-    out = text_encoder(tokens, training=False)
-    mask = tf.cast(tf.not_equal(tokens, 0), tf.float32)
-    return TextFeatures(tf.stop_gradient(out["words"]), tf.stop_gradient(out["sentence"]), mask)
 
 
 def build_backbone(recipe: Recipe, encoders: Encoders, text_dim: int) -> backbones.Backbone:
