@@ -5,18 +5,11 @@ Errors a user can cause print one line `error: ...` on stderr and exit with code
 
 from __future__ import annotations
 
-import os
 import sys
 
-import click
 import typer
 
-try:  # Typer >= 0.26 vendors its own copy of click, with Abort in typer.exceptions
-    from typer import exceptions as _typer_exceptions
-    from typer._click import exceptions as _typer_click
-except ImportError:  # pragma: no cover
-    _typer_exceptions = _typer_click = click.exceptions
-
+from t2ictl import __version__, startup
 from t2ictl.commands.bench import bench
 from t2ictl.commands.prepare import prepare
 from t2ictl.commands.export import export
@@ -27,8 +20,10 @@ from t2ictl.commands.score import score
 from t2ictl.commands.train import train
 from t2ictl.errors import UserError
 
-_CLICK_ERRORS = (click.ClickException, _typer_click.ClickException)
-_ABORTS = (click.exceptions.Abort, _typer_exceptions.Abort)
+# Typer before 0.26 runs on click and from 0.26 on a copy of it inside typer; both expose these two through typer's
+# own names, so the CLI never imports click itself.
+_CLICK_ERROR = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+_ABORT = typer.Abort
 
 app = typer.Typer(
     name="t2ictl",
@@ -50,24 +45,37 @@ app.add_typer(recipes_app, name="recipes")
 _DEBUG = {"on": False}
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"t2ictl {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root(debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error.")) -> None:
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of an error."),
+    verbose: bool = typer.Option(False, "--verbose", help=f"Show TensorFlow's start-up and log lines (also "
+                                 f"{startup.VERBOSE_ENV}=1); by default they are silenced."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """t2ictl: prepare data, pretrain encoders, train GANs, sample, export and score."""
     _DEBUG["on"] = debug
 
 
 def main(argv: list[str] | None = None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = sys.argv[1:] if argv is None else argv
     _DEBUG["on"] = "--debug" in args
+    if args and not {"--help", "--version"} & set(args):
+        startup.start_tensorflow(verbose="--verbose" in args or startup.verbose_requested())
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="t2ictl", standalone_mode=False)
     except UserError as exc:
         _fail(str(exc), exc.exit_code)
-    except _ABORTS:
+    except _ABORT:
         _fail("interrupted; run the same command again to resume", 130)
-    except _CLICK_ERRORS as exc:
+    except _CLICK_ERROR as exc:
         _fail(exc.format_message(), 2)
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume", 130)

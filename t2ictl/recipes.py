@@ -7,6 +7,7 @@ wrong type or out of range is an error that names the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import sys
 import types
@@ -210,12 +211,18 @@ def recipe_dirs() -> list[Path]:
     if os.environ.get("T2ICTL_RECIPES"):
         dirs.append(Path(os.environ["T2ICTL_RECIPES"]))
     dirs.append(Path.cwd() / "recipes")
-    dirs.append(Path(__file__).resolve().parent.parent / "recipes")
+    dirs.extend(shipped_recipe_dirs())
     unique = []
     for path in dirs:
         if path.is_dir() and path.resolve() not in [u.resolve() for u in unique]:
             unique.append(path)
     return unique
+
+
+def shipped_recipe_dirs() -> list[Path]:
+    """The recipes installed with the package (the checkout's recipes/ folder in an editable install)."""
+    spec = importlib.util.find_spec("t2ictl.builtin_recipes")
+    return [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
 
 
 def available_recipes() -> dict[str, Path]:

@@ -150,3 +150,39 @@ def test_the_readme_main_job_end_to_end_at_tiny_size(tmp_path):
     assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
     assert (tmp_path / "runs" / "shapes" / "encoders" / "encoders.json").exists()
     assert (tmp_path / "model" / "saved_model.pb").exists()
+
+
+def logged_numbers(run_path) -> dict[str, list[float]]:
+    """Every scalar both phases logged, by phase and tag, except the timing."""
+    numbers = {}
+    for events in sorted(run_path.glob("logs/*/events.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(events)):
+            for value in event.summary.value:
+                if value.tag != "images_per_second":
+                    key = f"{events.parent.name}/{value.tag}"
+                    numbers.setdefault(key, []).append(float(tf.make_ndarray(value.tensor)))
+    return numbers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["auto", "float32"])
+def test_two_runs_with_the_same_seed_give_the_same_numbers(precision, tmp_path):
+    """The main job's figures repeat on one machine: two processes, the same recipe and seed, every logged loss and
+    held-out metric and every generator weight equal to the bit (`auto` is bfloat16 on CPUs that compute it)."""
+    from conftest import TINY
+
+    sets = [arg for item in TINY if not item.startswith("runtime.") for arg in ("--set", item)]
+    sets += ["--set", f'runtime.precision="{precision}"', "--set", "train.epochs=2", "--set", "pretrain.epochs=1",
+             "--set", "train.log_every=1", "--set", "pretrain.log_every=1"]
+    assert t2ictl("prepare", "shapes", "--count", "80", "--image-size", "32", cwd=tmp_path).returncode == 0
+    for run in ("first", "second"):
+        result = t2ictl("train", "--recipe", "shapes", "--run-dir", f"runs/{run}", *sets, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    first, second = logged_numbers(tmp_path / "runs/first"), logged_numbers(tmp_path / "runs/second")
+    assert {"pretrain/loss", "train/g_loss", "train/eval/shape_accuracy"} <= set(first), sorted(first)
+    assert len(first["train/g_loss"]) >= 2
+    assert first == second
+    a, b = (generator_weights(RunDir(tmp_path / "runs" / run)) for run in ("first", "second"))
+    assert len(a) == len(b) > 10
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)

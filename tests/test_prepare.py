@@ -165,3 +165,55 @@ def test_load_manifest_errors(tmp_path):
     (tmp_path / MANIFEST).write_text("{not json")
     with pytest.raises(UserError, match="not valid JSON"):
         load_manifest(tmp_path)
+
+
+INTERRUPTED_PREPARE = """
+import sys
+from pathlib import Path
+from t2ictl.data import prepare
+from t2ictl.data.sources import open_source
+
+encode, calls = prepare.Preparer._encode, []
+
+def encode_until(self, ref):
+    calls.append(ref)
+    if len(calls) == 100:  # inside the fourth shard of 32
+        raise KeyboardInterrupt
+    return encode(self, ref)
+
+prepare.Preparer._encode = encode_until
+source = open_source("shapes", [], count=300, seed=5, image_size=32)
+options = prepare.PrepareOptions(shard_size=32, threads=4)
+try:
+    prepare.Preparer(source, Path(sys.argv[1]), options).run()
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+@pytest.mark.slow
+def test_same_input_gives_the_same_bytes_across_processes_and_after_a_resume(tmp_path):
+    """Each run is a new process: protobuf orders a feature map differently in every process unless told not to."""
+    import subprocess
+    import sys
+
+    def cli_prepare(out):
+        result = subprocess.run([sys.executable, "-m", "t2ictl", "prepare", "shapes", "--count", "300", "--seed", "5",
+                                 "--image-size", "32", "--shard-size", "32", "--out", str(out)],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return out
+
+    def checksums(out):
+        manifest = load_manifest(out)
+        return [(s["file"], s["sha256"]) for split in manifest["splits"].values() for s in split["shards"]]
+
+    first, second = cli_prepare(tmp_path / "a"), cli_prepare(tmp_path / "b")
+    interrupted = subprocess.run([sys.executable, "-c", INTERRUPTED_PREPARE, str(tmp_path / "c")],
+                                 capture_output=True, text=True, timeout=300)
+    assert interrupted.returncode == 130, interrupted.stderr
+    assert not (tmp_path / "c" / MANIFEST).exists() and len(list((tmp_path / "c").glob("*.tfrecord"))) == 3
+    resumed = cli_prepare(tmp_path / "c")
+    assert len(checksums(first)) == 10
+    assert checksums(first) == checksums(second) == checksums(resumed)
+    assert (first / "vocab.json").read_bytes() == (resumed / "vocab.json").read_bytes()

@@ -42,7 +42,8 @@ def encode_example(example_id: str, image: bytes, height: int, width: int, crop:
         "label_ids": _ints(label_ids),
         "class_id": _ints([class_id]),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # deterministic: the feature map in key order, so the same example always gives the same bytes (and checksums)
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def feature_spec() -> dict:

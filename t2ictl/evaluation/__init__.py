@@ -1,0 +1,1 @@
+"""Summary scores of generated images: FID, Inception Score, R-precision, caption consistency."""

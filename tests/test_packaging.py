@@ -1,0 +1,140 @@
+"""The package as a newcomer installs it: declared dependencies, a wheel that carries the recipes, a quiet start."""
+
+import ast
+import os
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "t2ictl"
+
+# distribution name -> the top-level modules it installs, where they differ from the name
+MODULES_OF = {"tensorflow-hub": {"tensorflow_hub"}, "tomli": {"tomli"}}
+
+
+def imported_modules(folder: Path) -> dict[str, str]:
+    """Top-level module -> the first file that imports it, for every absolute import under `folder`."""
+    found = {}
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(folder)))
+    return found
+
+
+def declared_modules() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    modules = set()
+    for requirement in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement).group(0).lower()
+        modules |= MODULES_OF.get(name, {name.replace("-", "_")})
+    return modules
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    third_party = {module: where for module, where in imported_modules(PACKAGE).items()
+                   if module not in sys.stdlib_module_names and module != "t2ictl"}
+    undeclared = {module: where for module, where in third_party.items() if module not in declared_modules()}
+    assert not undeclared, f"imported but not in pyproject.toml dependencies: {undeclared}"
+    assert {"tensorflow", "keras", "typer", "rich"} <= set(third_party)  # the scan sees the imports at all
+
+
+def test_the_import_scan_finds_an_undeclared_module(tmp_path):
+    (tmp_path / "mod.py").write_text("import click\nfrom os import path\nfrom . import sibling\n")
+    assert imported_modules(tmp_path) == {"click": "mod.py", "os": "mod.py"}
+    assert "click" not in declared_modules()
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (path,) = out.glob("t2ictl-*.whl")
+    return path
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_every_module_and_every_recipe(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    modules = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
+    assert modules - names == set(), "modules missing from the wheel"
+    recipes = {f"t2ictl/builtin_recipes/{p.name}" for p in (ROOT / "recipes").glob("*.toml")}
+    assert len(recipes) >= 10 and recipes - names == set(), "recipes missing from the wheel"
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_finds_its_recipes_from_any_folder(wheel, tmp_path):
+    """The wheel unpacked as a plain site-packages folder (no checkout on the path), run from an empty folder."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("T2ICTL_RECIPES", None)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    listed = subprocess.run([sys.executable, "-m", "t2ictl", "recipes"], capture_output=True, text=True, cwd=work,
+                            env=env, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    for name in ("shapes", "cub", "coco-galip"):
+        assert re.search(rf"^\S*\s*{re.escape(name)}\s", listed.stdout, re.M), listed.stdout
+    shown = subprocess.run([sys.executable, "-c", "import t2ictl.recipes as r; p = r.resolve_recipe_path('shapes'); "
+                            "print(p); print(r.load_recipe('shapes', []).model.backbone)"],
+                           capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    path, backbone = shown.stdout.split()
+    assert Path(path).is_relative_to(site) and backbone == "dfgan"
+
+
+def test_console_script_and_module_agree_on_the_version():
+    from t2ictl import __version__
+
+    result = subprocess.run([sys.executable, "-m", "t2ictl", "--version"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == f"t2ictl {__version__}"
+    from importlib.metadata import version
+
+    assert version("t2ictl") == __version__
+
+
+def test_commands_print_no_tensorflow_start_up_lines(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "T2ICTL_VERBOSE")}
+    result = subprocess.run([sys.executable, "-m", "t2ictl", "recipes", "show", "shapes"], capture_output=True,
+                            text=True, cwd=tmp_path, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "backbone" in result.stdout
+
+
+def test_replayed_stderr_drops_known_notices_and_keeps_the_rest(capfd):
+    from t2ictl.startup import START_UP_NOTICES, replayed_stderr
+
+    with replayed_stderr(START_UP_NOTICES):
+        os.write(2, b"I0000 00:00:1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+        os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n")
+        os.write(2, b"F0000 something.cc:1] Check failed: a real failure\n")
+        print("a Python warning", file=sys.stderr)
+    lines = capfd.readouterr().err.splitlines()
+    assert sorted(lines) == ["F0000 something.cc:1] Check failed: a real failure", "a Python warning"]
+
+
+def test_replayed_stderr_replays_when_the_body_raises(capfd):
+    from t2ictl.startup import START_UP_NOTICES, replayed_stderr
+
+    with pytest.raises(ImportError):
+        with replayed_stderr(START_UP_NOTICES):
+            os.write(2, b"libsomething.so: cannot open shared object file\n")
+            raise ImportError("no")
+    assert "cannot open shared object file" in capfd.readouterr().err
