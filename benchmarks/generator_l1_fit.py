@@ -22,13 +22,13 @@ import tensorflow as tf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from t2ictl import sampling  # noqa: E402
+from t2ictl import runs, sampling  # noqa: E402
 from t2ictl.data import pipeline  # noqa: E402
 from t2ictl.errors import UserError  # noqa: E402
 from t2ictl.evaluation.consistency import shapes_consistency  # noqa: E402
 from t2ictl.models.text_encoder import text_features  # noqa: E402
+from t2ictl.runs import RunDir  # noqa: E402
 from t2ictl.training import gan  # noqa: E402
-from t2ictl.training.run_dir import RunDir  # noqa: E402
 
 
 def main() -> None:
@@ -43,8 +43,8 @@ def main() -> None:
     run = RunDir(args.run)
     recipe = run.recipe()
     data = args.data or recipe.data.path
-    encoders, info = gan.open_encoders(gan.encoders_folder(recipe, run), recipe)
-    backbone = gan.build_backbone(recipe, encoders, info["text_dim"])
+    encoders, info = runs.load_encoders(run.encoders_for(recipe), recipe)
+    backbone = runs.build_backbone(recipe, encoders, info["text_dim"])
     generator = backbone.build_generator()
     optimizer = keras.optimizers.Adam(args.learning_rate, beta_1=0.0, beta_2=0.9)
     batches = iter(pipeline.train_dataset(data, recipe.data, run.vocab(), paired=False, seed=recipe.runtime.seed))

@@ -94,9 +94,8 @@ def train_step(recipe: Recipe, vocab_size: int = 1000, num_classes: int = 20) ->
     from t2ictl.data.vocab import Vocabulary
     from t2ictl.models.image_encoder import build_image_encoder
     from t2ictl.models.text_encoder import build_text_encoder
+    from t2ictl.runs import RunDir, save_encoders
     from t2ictl.training import gan, loop
-    from t2ictl.training.pretrain import save_encoders
-    from t2ictl.training.run_dir import RunDir
 
     strategy = loop.prepare_runtime(recipe.runtime)
     c = recipe.pretrain

@@ -11,8 +11,8 @@ import typer
 
 from t2ictl import __version__, startup
 from t2ictl.commands.bench import bench
-from t2ictl.commands.prepare import prepare
 from t2ictl.commands.export import export
+from t2ictl.commands.prepare import prepare
 from t2ictl.commands.pretrain import pretrain
 from t2ictl.commands.recipes import recipes_app
 from t2ictl.commands.sample import sample

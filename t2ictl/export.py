@@ -46,14 +46,13 @@ class TextToImage(tf.Module):
 
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
-    from t2ictl.training.gan import generator_from_run
-    from t2ictl.training.run_dir import RunDir
+    from t2ictl.runs import RunDir, open_generator
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
     run = RunDir(Path(run_dir))
-    sampler, recipe, backbone = generator_from_run(run)
+    sampler, recipe, backbone = open_generator(run)
     module = TextToImage(GraphTokenizer(run.vocab(), recipe.data.max_words), sampler.text_encoder,
                          sampler.generator, backbone.noise_dim)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -69,7 +69,7 @@ def trained_run(data_dir, run_path, *overrides, resume=False):
     """Pretrain (if the run has no encoders yet) and train the GAN phase of the tiny recipe; the RunDir."""
     from t2ictl.training import gan
     from t2ictl.training.pretrain import pretrain
-    from t2ictl.training.run_dir import open_run
+    from t2ictl.runs import open_run
 
     recipe = tiny_recipe(data_dir, *overrides)
     if not (run_path / "encoders" / "encoders.json").exists():

@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from conftest import TINY, manifest_of, scalars
 
-from t2ictl import recipes
+from t2ictl import recipes, runs
 from t2ictl.export import export_run
+from t2ictl.runs import open_run
 from t2ictl.training import gan
-from t2ictl.training.run_dir import open_run
 
 COMMON = [item for item in TINY if not item.startswith("model.")]
 BACKBONES = {
@@ -41,7 +41,7 @@ def test_backbone_trains_samples_and_exports(name, short_run, shapes_data, tmp_p
     assert len(g_loss) >= 4 and len(supcon) == len(g_loss)
     assert np.all(np.isfinite(g_loss + d_loss + supcon))
 
-    sampler, _, backbone = gan.generator_from_run(run)
+    sampler, _, backbone = runs.open_generator(run)
     assert type(backbone).__name__.lower() == name
     images = sampler.sample(CAPTIONS, per_caption=2, seed=3)
     assert images.shape == (2, 2, 32, 32, 3) and images.dtype == np.uint8

@@ -12,8 +12,8 @@ from conftest import prepare_shapes, scalars, tiny_recipe, trained_run
 
 from t2ictl.errors import UserError
 from t2ictl.evaluation.consistency import held_out
-from t2ictl.training import gan
-from t2ictl.training.run_dir import RunDir
+from t2ictl import runs
+from t2ictl.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,11 @@ def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
     recipe = tiny_recipe(few_shapes, *overrides)
     untrained_run = tmp_path / "untrained"
     trained = trained_run(few_shapes, tmp_path / "run", *overrides)
-    sampler, _, _ = gan.generator_from_run(trained)
+    sampler, _, _ = runs.open_generator(trained)
     after = colour_match_error(sampler, few_shapes, recipe, trained.vocab())
     shutil.copytree(tmp_path / "run" / "encoders", untrained_run / "encoders")  # the same encoders, one GAN step
     untrained = trained_run(few_shapes, untrained_run, *overrides[:3], "train.epochs=1", "train.log_every=1")
-    before = colour_match_error(gan.generator_from_run(untrained)[0], few_shapes, recipe, trained.vocab())
+    before = colour_match_error(runs.open_generator(untrained)[0], few_shapes, recipe, trained.vocab())
     assert after < 0.9 * before, (before, after)
     supcon = scalars(trained, "supcon")
     quarter = len(supcon) // 4
@@ -49,7 +49,7 @@ def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
 
 
 def test_same_seed_same_images_other_caption_other_images(short_run):
-    sampler, _, _ = gan.generator_from_run(short_run)
+    sampler, _, _ = runs.open_generator(short_run)
     captions = ["a large red circle on the left on a white background", "a small blue square on the right"]
     first = sampler.sample(captions, per_caption=3, seed=7)
     again = sampler.sample(captions, per_caption=3, seed=7)
@@ -61,7 +61,7 @@ def test_same_seed_same_images_other_caption_other_images(short_run):
 
 
 def test_sampling_refuses_empty_and_unknown_only_captions(short_run):
-    sampler, _, _ = gan.generator_from_run(short_run)
+    sampler, _, _ = runs.open_generator(short_run)
     with pytest.raises(UserError, match="no words"):
         sampler.sample(["  "], per_caption=1, seed=0)
     with pytest.raises(UserError, match="only words the model does not know"):
@@ -73,7 +73,7 @@ def test_the_exported_model_equals_the_in_process_generator(short_run, tmp_path)
     from t2ictl.export import export_run
 
     out = export_run(short_run.path, tmp_path / "model")
-    sampler, _, _ = gan.generator_from_run(short_run)
+    sampler, _, _ = runs.open_generator(short_run)
     captions = ["a large red circle on the left", "a small green triangle in the middle on black"]
     expected = sampler.sample(captions, per_caption=2, seed=3)
     z = sampling.noise(4, sampler.noise_dim, 3).numpy()
@@ -105,7 +105,7 @@ np.save({str(tmp_path / 'hub.npy')!r}, again)
 
 
 def generator_weights(run: RunDir) -> list[np.ndarray]:
-    sampler, _, _ = gan.generator_from_run(run)
+    sampler, _, _ = runs.open_generator(run)
     return sampler.generator.get_weights()
 
 

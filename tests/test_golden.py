@@ -68,7 +68,7 @@ def starting_weights(monkeypatch):
 def test_the_tiny_recipe_starts_and_trains_as_pinned(shapes_data, tmp_path, starting_weights):
     from t2ictl.training import gan
     from t2ictl.training.pretrain import pretrain
-    from t2ictl.training.run_dir import open_run
+    from t2ictl.runs import open_run
 
     recipe = tiny_recipe(shapes_data, "pretrain.epochs=3", "train.epochs=3", "pretrain.log_every=1",
                          "train.log_every=1")

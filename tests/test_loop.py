@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from t2ictl.errors import UserError
 from t2ictl.training import loop
-from t2ictl.training.run_dir import RunDir
+from t2ictl.runs import RunDir
 
 
 class ToyPhase(loop.Phase):

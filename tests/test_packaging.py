@@ -99,13 +99,15 @@ def test_an_installed_wheel_finds_its_recipes_from_any_folder(wheel, tmp_path):
 
 
 def test_console_script_and_module_agree_on_the_version():
-    from t2ictl import __version__
-
-    result = subprocess.run([sys.executable, "-m", "t2ictl", "--version"], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0 and result.stdout.strip() == f"t2ictl {__version__}"
     from importlib.metadata import version
 
+    from t2ictl import __version__
+
+    script = Path(sys.executable).parent / "t2ictl"
+    assert script.exists(), "the console script is not installed beside this Python"
+    for command in ([sys.executable, "-m", "t2ictl", "--version"], [str(script), "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stdout == f"t2ictl {__version__}\n" and result.stderr == ""
     assert version("t2ictl") == __version__
 
 

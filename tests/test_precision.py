@@ -9,7 +9,7 @@ import tensorflow as tf
 from conftest import manifest_of, scalars, tiny_recipe
 
 from t2ictl.training import distribute, gan
-from t2ictl.training.run_dir import open_run
+from t2ictl.runs import open_run
 
 FLAGS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\n"
 

@@ -10,8 +10,8 @@ from conftest import tiny_recipe
 from t2ictl.data import pipeline
 from t2ictl.errors import UserError
 from t2ictl.training import loop
-from t2ictl.training.pretrain import PretrainPhase, load_encoders, pretrain, retrieval_metrics
-from t2ictl.training.run_dir import RunDir, open_run
+from t2ictl.runs import RunDir, load_encoders, open_run
+from t2ictl.training.pretrain import PretrainPhase, pretrain, retrieval_metrics
 
 
 def manifest_of(data_dir):
@@ -134,15 +134,16 @@ def test_class_separation_matches_a_direct_computation():
 
 def test_the_run_holds_encoders_the_gan_phase_can_load(trained_pair):
     *_, run = trained_pair
-    text, image, info = load_encoders(run.encoders)
+    encoders, info = load_encoders(run.encoders)
+    text = encoders.text
     assert info["text_dim"] == 32 and info["contrastive"] is True
     out = text(tf.constant([[5, 6, 7] + [0] * 15]), training=False)
     assert out["sentence"].shape == (1, 32) and out["words"].shape == (1, 18, 32)
 
 
 def weights_of(phase_run: RunDir) -> list[np.ndarray]:
-    text, image, _ = load_encoders(phase_run.encoders)
-    return text.get_weights() + image.get_weights()
+    encoders, _ = load_encoders(phase_run.encoders)
+    return encoders.text.get_weights() + encoders.image.get_weights()
 
 
 def test_interrupted_and_resumed_pretraining_ends_in_the_same_weights(shapes_data, tmp_path):

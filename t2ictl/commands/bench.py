@@ -64,11 +64,11 @@ def bench(
         rows.append(("input pipeline", str(data_dir), m))
         describe = f"{resolved.data.image_size} px, batch {resolved.data.batch_size}"
     elif target is Target.sample:
-        from t2ictl.commands.sample import _open
+        from t2ictl.runs import open_sampler
 
         if run is None:
             raise UserError("bench sample needs --run DIR, the training run whose generator to time")
-        sampler = _open(run, None)
+        sampler = open_sampler(run=run)
         m = benchmarks.bench_sample(sampler, batch=batch, batches=steps, warmup=warmup, repeats=repeats)
         rows.append(("sample", str(run), m))
         describe = f"batch {batch}"

@@ -24,8 +24,8 @@ def pretrain(
     The run directory ends up with the encoders the GAN phase loads (encoders/). With contrastive.enabled = false
     this is plain DAMSM pretraining, the paper's baseline.
     """
+    from t2ictl.runs import default_run_dir, open_run
     from t2ictl.training.pretrain import pretrain as run_pretraining
-    from t2ictl.training.run_dir import default_run_dir, open_run
 
     overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
     resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)

@@ -22,13 +22,11 @@ def sample(
     out: Path = typer.Option(Path("samples.png"), "--out", help="PNG file to write (atomically)."),
 ) -> None:
     """Generate N images for each CAPTION and write them as a PNG grid (one row per caption)."""
-    from t2ictl import sampling
+    from t2ictl import runs, sampling
 
-    if (run is None) == (model is None):
-        raise UserError("pass exactly one of --run DIR or --model DIR")
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
-    sampler = _open(run, model)
+    sampler = runs.open_sampler(run, model)
     _, unknown = sampling.tokenize_captions(captions, sampler.vocab, sampler.max_words)
     for caption, words in zip(captions, unknown):
         if words:
@@ -38,15 +36,3 @@ def sample(
     sampling.write_grid(out, images)
     console.print(f"wrote {out}: {len(captions)} caption(s) x {n} images of {images.shape[2]} px")
 
-
-def _open(run: Optional[Path], model: Optional[Path]):
-    if run is not None:
-        from t2ictl.training.gan import generator_from_run
-        from t2ictl.training.run_dir import RunDir
-
-        if not run.is_dir():
-            raise UserError(f"run directory {run} does not exist")
-        return generator_from_run(RunDir(run))[0]
-    from t2ictl.sampling import ExportedSampler
-
-    return ExportedSampler(model)

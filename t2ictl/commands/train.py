@@ -25,18 +25,19 @@ def train(
     phase of the same recipe runs first in this run directory, so one command does both phases. Sample grids go to
     RUN/samples/, scalars and images to RUN/logs/ (TensorBoard).
     """
+    from t2ictl import runs
+    from t2ictl.runs import default_run_dir, open_run
     from t2ictl.training import gan, pretrain
-    from t2ictl.training.run_dir import default_run_dir, open_run
 
     overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
     resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
-    gan.check_backbone(resolved)
+    runs.check_backbone(resolved)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "train", resume)
-    encoders = gan.encoders_folder(resolved, run)
+    encoders = run.encoders_for(resolved)
     if resolved.train.encoders and not encoders.is_dir():
         common.missing_encoders(encoders)
-    if not resolved.train.encoders and not (encoders / pretrain.ENCODERS_INFO).exists():
+    if not resolved.train.encoders and not (encoders / runs.ENCODERS_INFO).exists():
         console.print(f"no pretrained encoders in {encoders}: running phase 1 (pretrain) first")
         open_run(run.path, resolved, data_dir, "pretrain", resume)
         pretrain.pretrain(resolved, data_dir, manifest, run)

@@ -199,28 +199,17 @@ def encoder_r_precision(text_encoder, vocab, max_words: int, image_features: np.
 
 def open_source(run: Path | None, model: Path | None, encoders: Path | None):
     """(sampler or None, data folder of a run's recipe or None, (text, image) DAMSM encoders or None)."""
-    from t2ictl.training import gan
-    from t2ictl.training.pretrain import load_encoders
-    from t2ictl.training.run_dir import RunDir
+    from t2ictl import runs
 
-    folder = None if encoders is None else gan.encoders_in(encoders)
+    chosen = None if encoders is None else runs.load_encoders(runs.find_encoders(encoders))[0]
     if run is not None:
-        if not run.is_dir():
-            raise UserError(f"run directory {run} does not exist")
-        sampler, recipe, backbone = gan.generator_from_run(RunDir(run))
-        if folder is None:  # the run's own encoders, already loaded with its generator
-            return sampler, recipe.data.path, (backbone.encoders.text, backbone.encoders.image)
-        text, image, _ = load_encoders(folder)
-        return sampler, recipe.data.path, (text, image)
+        sampler, recipe, backbone = runs.open_generator(runs.RunDir(run))
+        own = chosen or backbone.encoders  # the run's own, already loaded with its generator
+        return sampler, recipe.data.path, (own.text, own.image)
     if model is None:
         return None, None, None
-    from t2ictl.sampling import ExportedSampler
-
-    sampler = ExportedSampler(model)
-    if folder is None:
-        return sampler, None, None
-    text, image, _ = load_encoders(folder)
-    return sampler, None, (text, image)
+    sampler = runs.open_sampler(model=model)
+    return sampler, None, (None if chosen is None else (chosen.text, chosen.image))
 
 
 def write_json(path: Path, rows: list[dict]) -> None:

@@ -13,44 +13,14 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from t2ictl import runs
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import Vocabulary
-from t2ictl.errors import UserError
-from t2ictl.models import backbones
-from t2ictl.models.backbones.base import Encoders
 from t2ictl.models.text_encoder import text_features
 from t2ictl.recipes import Recipe
+from t2ictl.runs import RunDir
 from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
-from t2ictl.training.pretrain import load_encoders
-from t2ictl.training.run_dir import RunDir
-
-
-def build_backbone(recipe: Recipe, encoders: Encoders, text_dim: int) -> backbones.Backbone:
-    cls = backbones.backbone_class(recipe.model.backbone)
-    backbone = cls(recipe.model, recipe.data.image_size, text_dim, recipe.data.max_words, encoders)
-    needed = set(recipe.model.image_sizes(recipe.data.image_size)) - {recipe.data.image_size}
-    missing = sorted(needed - set(recipe.data.extra_sizes))
-    if missing:
-        raise UserError(f"backbone {recipe.model.backbone} trains at sizes {sorted(needed)} besides "
-                        f"{recipe.data.image_size}; add them to data.extra_sizes (missing {missing})")
-    return backbone
-
-
-def check_backbone(recipe: Recipe) -> None:
-    """Fail before any work (pretraining can take hours) when the backbone cannot train at the recipe's sizes."""
-    build_backbone(recipe, None, recipe.pretrain.text_dim)
-
-
-def open_encoders(folder: Path, recipe: Recipe) -> tuple[Encoders, dict]:
-    text, image, info = load_encoders(folder)
-    for key, expected in (("max_words", recipe.data.max_words), ("image_size", recipe.data.image_size)):
-        if info[key] != expected:
-            raise UserError(f"the encoders in {folder} were pretrained with {key} = {info[key]}, the recipe has "
-                            f"{expected}; pretrain again or fix the recipe")
-    text.trainable = False
-    image.trainable = False
-    return Encoders(text, image, float(info.get("word_scale", 1.0))), info
 
 
 class GANPhase(Phase):
@@ -65,8 +35,8 @@ class GANPhase(Phase):
         self.images_per_step = branches.images_per_step(recipe)
 
     def build(self) -> None:
-        self.encoders, info = open_encoders(self.encoders_dir, self.recipe)
-        self.backbone = build_backbone(self.recipe, self.encoders, info["text_dim"])
+        self.encoders, info = runs.load_encoders(self.encoders_dir, self.recipe)
+        self.backbone = runs.build_backbone(self.recipe, self.encoders, info["text_dim"])
         self.backbone.build()
         self.backbone.g_optimizer = distribute.optimizer(self.backbone.g_optimizer)
         self.backbone.d_optimizer = distribute.optimizer(self.backbone.d_optimizer)
@@ -162,16 +132,6 @@ def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: 
     return [c.decode("utf-8") for c in batch["caption"].numpy()]
 
 
-def encoders_folder(recipe: Recipe, run: RunDir) -> Path:
-    """Where the GAN phase takes its encoders: train.encoders (a run or an encoders/ folder), else this run's."""
-    return encoders_in(Path(recipe.train.encoders)) if recipe.train.encoders else run.encoders
-
-
-def encoders_in(folder: Path) -> Path:
-    """The encoders folder a user points at: a run's encoders/, or the folder itself."""
-    return folder / "encoders" if (folder / "encoders").is_dir() else folder
-
-
 def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[str, float]:
     """Run (or resume) phase 2 in `run`."""
     strategy = loop.prepare_runtime(recipe.runtime)
@@ -181,26 +141,6 @@ def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[s
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                              keep_checkpoints=config.keep_checkpoints, report_every=config.sample_every,
                              eval_every=config.eval_every)
-    phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, encoders_folder(recipe, run))
+    phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, run.encoders_for(recipe))
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)
-
-
-def generator_from_run(run: RunDir):
-    """(Sampler over the EMA generator of the run's latest training checkpoint, recipe, backbone)."""
-    from t2ictl.sampling import Sampler
-
-    recipe = run.recipe()
-    latest = tf.train.latest_checkpoint(str(run.checkpoints("train")))
-    if latest is None:
-        raise UserError(f"{run.path} has no trained generator (no checkpoint in {run.checkpoints('train')}); "
-                        "run `t2ictl train` first")
-    encoders, info = open_encoders(encoders_folder(recipe, run), recipe)
-    backbone = build_backbone(recipe, encoders, info["text_dim"])
-    generator = backbone.build_generator()
-    try:
-        tf.train.Checkpoint(ema_generator=generator).restore(latest).expect_partial().assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as exc:
-        raise UserError(f"cannot restore the generator from {latest}: {str(exc).splitlines()[0]}") from None
-    sampler = Sampler(generator, encoders.text, run.vocab(), recipe.data.max_words, backbone.noise_dim)
-    return sampler, recipe, backbone

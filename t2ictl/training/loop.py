@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from t2ictl.console import console, progress, table
 from t2ictl.errors import UserError
-from t2ictl.training.run_dir import RunDir
+from t2ictl.runs import RunDir
 
 
 class Phase(abc.ABC):

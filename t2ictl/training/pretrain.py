@@ -10,14 +10,12 @@ whose labels match, plus each image with its own caption (so an image with no la
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from t2ictl import fileio
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import GraphTokenizer, Vocabulary
 from t2ictl.losses import damsm
@@ -26,11 +24,7 @@ from t2ictl.models.text_encoder import build_text_encoder, encode_captions
 from t2ictl.recipes import Recipe
 from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
-from t2ictl.training.run_dir import RunDir
-
-TEXT_ENCODER_FILE = "text_encoder.keras"
-IMAGE_ENCODER_FILE = "image_encoder.keras"
-ENCODERS_INFO = "encoders.json"
+from t2ictl.runs import RunDir, save_encoders
 
 
 class EpochDecay(keras.optimizers.schedules.LearningRateSchedule):
@@ -221,35 +215,6 @@ def silhouette(distance: np.ndarray, labels: np.ndarray) -> float:
             a, b = distance[i, own].mean(), min(others)
             scores.append((b - a) / max(a, b, 1e-12))
     return float(np.mean(scores)) if scores else float("nan")
-
-
-def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model, recipe: Recipe,
-                  text_scales: tuple[float, float] = (1.0, 1.0)) -> None:
-    for model, filename in ((text_encoder, TEXT_ENCODER_FILE), (image_encoder, IMAGE_ENCODER_FILE)):
-        with fileio.atomic_path(folder / filename) as tmp:
-            model.save(tmp)
-    info = {"text_dim": recipe.pretrain.text_dim, "max_words": recipe.data.max_words,
-            "image_size": recipe.data.image_size, "image_trunk": recipe.pretrain.image_trunk,
-            "dataset": recipe.data.dataset, "contrastive": recipe.contrastive.enabled,
-            "sentence_scale": text_scales[0], "word_scale": text_scales[1]}
-    fileio.write_json(folder / ENCODERS_INFO, info)
-
-
-def load_encoders(folder: Path) -> tuple[keras.Model, keras.Model, dict]:
-    from t2ictl.errors import UserError
-
-    folder = Path(folder)
-    paths = [folder / TEXT_ENCODER_FILE, folder / IMAGE_ENCODER_FILE, folder / ENCODERS_INFO]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        raise UserError(f"no pretrained encoders in {folder} ({missing[0].name} missing); run `t2ictl pretrain` "
-                        "first or point --encoders at a pretraining run")
-    try:
-        text = keras.models.load_model(paths[0], compile=False)
-        image = keras.models.load_model(paths[1], compile=False)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"cannot load the encoders in {folder}: {exc}") from None
-    return text, image, json.loads(paths[2].read_text())
 
 
 def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[str, float]:

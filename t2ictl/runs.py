@@ -1,0 +1,220 @@
+"""A run directory: its layout, and opening what it holds, for every stage that reads runs (training resuming one,
+sample, export, score, bench). Whatever made a run, it opens the same way; nothing here imports training.
+
+  recipe.toml              the resolved recipe (defaults filled, overrides applied)
+  vocab.json               the vocabulary of the prepared data the run was trained on
+  checkpoints/<phase>/     tf.train checkpoints (keep-N) with the step, models and optimizer state
+  logs/<phase>/            TensorBoard events
+  encoders/                the pretrained text and image encoders (.keras) and encoders.json
+  samples/                 sample grids written during training
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from t2ictl import fileio, recipes
+from t2ictl.data.vocab import Vocabulary
+from t2ictl.errors import UserError
+from t2ictl.models import backbones
+from t2ictl.models.backbones.base import Encoders
+
+RECIPE = "recipe.toml"
+VOCAB = "vocab.json"
+TEXT_ENCODER_FILE = "text_encoder.keras"
+IMAGE_ENCODER_FILE = "image_encoder.keras"
+ENCODERS_INFO = "encoders.json"
+# Keys that may change when a run is resumed (to extend it): how long it trains and how often it logs, saves, reports.
+RESUMABLE_CHANGES = {"pretrain.epochs", "pretrain.log_every", "pretrain.checkpoint_every", "pretrain.eval_examples",
+                     "train.epochs", "train.log_every", "train.checkpoint_every", "train.sample_every",
+                     "train.sample_captions", "train.keep_checkpoints", "pretrain.keep_checkpoints", "train.eval_every"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def recipe_file(self) -> Path:
+        return self.path / RECIPE
+
+    @property
+    def vocab_file(self) -> Path:
+        return self.path / VOCAB
+
+    @property
+    def encoders(self) -> Path:
+        return self.path / "encoders"
+
+    def checkpoints(self, phase: str) -> Path:
+        return self.path / "checkpoints" / phase
+
+    def logs(self, phase: str) -> Path:
+        return self.path / "logs" / phase
+
+    def has_checkpoint(self, phase: str) -> bool:
+        return tf.train.latest_checkpoint(str(self.checkpoints(phase))) is not None
+
+    def vocab(self) -> Vocabulary:
+        return Vocabulary.load(self.vocab_file)
+
+    def recipe(self) -> recipes.Recipe:
+        if not self.recipe_file.exists():
+            raise UserError(f"{self.path} is not a t2ictl run ({RECIPE} missing)")
+        return recipes.load_recipe(str(self.recipe_file))
+
+    def encoders_for(self, recipe: recipes.Recipe) -> Path:
+        """Where this run's GAN takes its encoders: the recipe's train.encoders (another run), else its own."""
+        return find_encoders(Path(recipe.train.encoders)) if recipe.train.encoders else self.encoders
+
+
+def default_run_dir(recipe: recipes.Recipe) -> Path:
+    return Path("runs") / recipe.name
+
+
+def open_run(path: Path, recipe: recipes.Recipe, data_dir: Path, phase: str, resume: bool) -> RunDir:
+    """Create the run directory, or check that resuming it continues the same recipe on the same data."""
+    run = RunDir(Path(path))
+    data_vocab = Vocabulary.load(data_dir / VOCAB)
+    if run.has_checkpoint(phase):
+        if not resume:
+            raise UserError(f"{run.path} already holds a {phase} checkpoint; pass --resume to continue it or "
+                            "--run-dir for a new run")
+        _check_same_recipe(run, recipe)
+        if run.vocab().words != data_vocab.words:
+            raise UserError(f"the vocabulary of {data_dir} differs from the one {run.path} was trained with; "
+                            "point --data at the data the run was made from")
+    elif resume and not run.path.exists():
+        raise UserError(f"nothing to resume: {run.path} does not exist")
+    run.path.mkdir(parents=True, exist_ok=True)
+    fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
+    if not run.vocab_file.exists():
+        shutil.copyfile(data_dir / VOCAB, run.vocab_file)
+    elif run.vocab().words != data_vocab.words:
+        raise UserError(f"{run.path} was made with another vocabulary than {data_dir}; use another --run-dir")
+    return run
+
+
+def _check_same_recipe(run: RunDir, recipe: recipes.Recipe) -> None:
+    before = _flatten(recipes.recipe_to_dict(run.recipe()))
+    after = _flatten(recipes.recipe_to_dict(recipe))
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES and k != "name")
+    if changed:
+        key = changed[0]
+        raise UserError(f"cannot resume {run.path} with a different recipe: {key} was {before.get(key)!r}, now "
+                        f"{after.get(key)!r}")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Encoders
+
+
+def find_encoders(path: Path) -> Path:
+    """The encoders folder a user points at: a run's encoders/, or the folder itself."""
+    return path / "encoders" if (path / "encoders").is_dir() else path
+
+
+def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model, recipe: recipes.Recipe,
+                  text_scales: tuple[float, float] = (1.0, 1.0)) -> None:
+    for model, filename in ((text_encoder, TEXT_ENCODER_FILE), (image_encoder, IMAGE_ENCODER_FILE)):
+        with fileio.atomic_path(folder / filename) as tmp:
+            model.save(tmp)
+    info = {"text_dim": recipe.pretrain.text_dim, "max_words": recipe.data.max_words,
+            "image_size": recipe.data.image_size, "image_trunk": recipe.pretrain.image_trunk,
+            "dataset": recipe.data.dataset, "contrastive": recipe.contrastive.enabled,
+            "sentence_scale": text_scales[0], "word_scale": text_scales[1]}
+    fileio.write_json(folder / ENCODERS_INFO, info)
+
+
+def load_encoders(folder: Path, recipe: recipes.Recipe | None = None) -> tuple[Encoders, dict]:
+    """The frozen encoders in `folder` and their encoders.json; with a recipe, checked to fit its data sizes."""
+    folder = Path(folder)
+    paths = [folder / TEXT_ENCODER_FILE, folder / IMAGE_ENCODER_FILE, folder / ENCODERS_INFO]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"no pretrained encoders in {folder} ({missing[0].name} missing); run `t2ictl pretrain` "
+                        "first or point --encoders at a pretraining run")
+    try:
+        text = keras.models.load_model(paths[0], compile=False)
+        image = keras.models.load_model(paths[1], compile=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot load the encoders in {folder}: {exc}") from None
+    info = json.loads(paths[2].read_text())
+    for key, expected in (() if recipe is None else
+                          (("max_words", recipe.data.max_words), ("image_size", recipe.data.image_size))):
+        if info[key] != expected:
+            raise UserError(f"the encoders in {folder} were pretrained with {key} = {info[key]}, the recipe has "
+                            f"{expected}; pretrain again or fix the recipe")
+    text.trainable = False
+    image.trainable = False
+    return Encoders(text, image, float(info.get("word_scale", 1.0))), info
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The generator
+
+
+def build_backbone(recipe: recipes.Recipe, encoders: Encoders | None, text_dim: int) -> backbones.Backbone:
+    cls = backbones.backbone_class(recipe.model.backbone)
+    backbone = cls(recipe.model, recipe.data.image_size, text_dim, recipe.data.max_words, encoders)
+    needed = set(recipe.model.image_sizes(recipe.data.image_size)) - {recipe.data.image_size}
+    missing = sorted(needed - set(recipe.data.extra_sizes))
+    if missing:
+        raise UserError(f"backbone {recipe.model.backbone} trains at sizes {sorted(needed)} besides "
+                        f"{recipe.data.image_size}; add them to data.extra_sizes (missing {missing})")
+    return backbone
+
+
+def check_backbone(recipe: recipes.Recipe) -> None:
+    """Fail before any work (pretraining can take hours) when the backbone cannot train at the recipe's sizes."""
+    build_backbone(recipe, None, recipe.pretrain.text_dim)
+
+
+def open_generator(run: RunDir):
+    """(Sampler over the EMA generator of the run's latest training checkpoint, recipe, backbone)."""
+    from t2ictl.sampling import Sampler
+
+    if not run.path.is_dir():
+        raise UserError(f"run directory {run.path} does not exist")
+    recipe = run.recipe()
+    latest = tf.train.latest_checkpoint(str(run.checkpoints("train")))
+    if latest is None:
+        raise UserError(f"{run.path} has no trained generator (no checkpoint in {run.checkpoints('train')}); "
+                        "run `t2ictl train` first")
+    encoders, info = load_encoders(run.encoders_for(recipe), recipe)
+    backbone = build_backbone(recipe, encoders, info["text_dim"])
+    generator = backbone.build_generator()
+    try:
+        tf.train.Checkpoint(ema_generator=generator).restore(latest).expect_partial().assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as exc:
+        raise UserError(f"cannot restore the generator from {latest}: {str(exc).splitlines()[0]}") from None
+    sampler = Sampler(generator, encoders.text, run.vocab(), recipe.data.max_words, backbone.noise_dim)
+    return sampler, recipe, backbone
+
+
+def open_sampler(run: Path | None = None, model: Path | None = None):
+    """A sampler from a training run (its EMA generator) or from a model written by `t2ictl export`."""
+    if (run is None) == (model is None):
+        raise UserError("pass exactly one of --run DIR or --model DIR")
+    if run is not None:
+        return open_generator(RunDir(Path(run)))[0]
+    from t2ictl.sampling import ExportedSampler
+
+    return ExportedSampler(model)
