@@ -20,11 +20,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from t2ictl.data.sources import DATASETS
 from t2ictl.errors import UserError
 from t2ictl.models import backbones
 from t2ictl.models.backbones.base import BackboneConfig
 
-DATASETS = ("shapes", "shapes-multi", "cub", "coco", "flowers")
 MULTI_LABEL_RULES = ("any", "exact", "jaccard")
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")

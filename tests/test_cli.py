@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "recipes"]
+COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "score", "bench", "recipes"]
 
 
 def t2ictl(*args, cwd=None):
@@ -14,10 +14,15 @@ def t2ictl(*args, cwd=None):
 
 
 def test_help_lists_every_command():
+    from typer.main import get_command
+
+    from t2ictl.cli import app
+
+    assert sorted(get_command(app).commands) == sorted(COMMANDS)  # a new command is added to COMMANDS, and tested
     result = t2ictl("--help")
     assert result.returncode == 0
-    for command in COMMANDS:
-        assert command in result.stdout
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ") and line.split()}
+    assert set(COMMANDS) <= listed, result.stdout
 
 
 @pytest.mark.parametrize("command", COMMANDS)

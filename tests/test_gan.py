@@ -119,9 +119,23 @@ def test_train_n_plus_m_equals_train_n_then_resume_m(shapes_data, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_contrastive_off_trains_the_plain_backbone_on_unpaired_batches(shapes_data, tmp_path):
+def test_contrastive_off_trains_the_plain_backbone_on_unpaired_batches(shapes_data, tmp_path, monkeypatch):
+    from t2ictl.training import gan
+
+    batches = []  # the structure of every batch the step is traced with
+    real_step = gan.GANPhase.train_step
+
+    def recording_step(self, batch):
+        batches.append({key: tuple(value.shape) for key, value in batch.items()})
+        return real_step(self, batch)
+
+    monkeypatch.setattr(gan.GANPhase, "train_step", recording_step)
     run = trained_run(shapes_data, tmp_path / "plain", "contrastive.enabled=false")
     assert scalars(run, "g_loss") and not scalars(run, "supcon")
+    assert batches, "the step never ran"
+    for batch in batches:
+        assert "a" not in batch and "b" not in batch, "contrastive off still pairs the batches"
+        assert batch["tokens"][0] in (16, None) and batch["image"][1:] == (32, 32, 3)
 
 
 def t2ictl(*args, cwd):

@@ -37,22 +37,37 @@ def test_only_float16_gets_loss_scaling(policy, scaled):
     assert isinstance(wrapped, keras.optimizers.LossScaleOptimizer) is scaled
 
 
+def logged_steps(run, tag: str) -> list[int]:
+    steps = []
+    for path in sorted(run.logs("train").glob("events.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            steps.extend(event.step for value in event.summary.value if value.tag == tag)
+    return sorted(steps)
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 def test_a_mixed_precision_gan_run_trains_and_resumes(policy, short_run, shapes_data, tmp_path):
     """The tiny GAN phase under a mixed policy: finite losses, a loss-scale state in the float16 checkpoint, and a
     resumed run continues from it."""
     shutil.copytree(short_run.path / "encoders", tmp_path / "run" / "encoders")
     shutil.copyfile(short_run.path / "vocab.json", tmp_path / "run" / "vocab.json")
+    checkpoint_steps = []
     try:
         for epochs, resume in ((1, False), (2, True)):
             recipe = tiny_recipe(shapes_data, f"runtime.precision={policy}", f"train.epochs={epochs}",
                                  "train.log_every=2")
             run = open_run(tmp_path / "run", recipe, shapes_data, "train", resume=resume)
             gan.train(recipe, shapes_data, manifest_of(shapes_data), run)
+            checkpoint_steps.append(tf.train.load_variable(tf.train.latest_checkpoint(str(run.checkpoints("train"))),
+                                                           "step/.ATTRIBUTES/VARIABLE_VALUE"))
     finally:
         distribute.set_precision("float32")
     losses = scalars(run, "g_loss") + scalars(run, "d_loss") + scalars(run, "supcon")
     assert len(losses) >= 12 and np.all(np.isfinite(losses))
+    first, second = checkpoint_steps
+    assert first > 0 and second == 2 * first
+    logged = logged_steps(run, "g_loss")  # resumed at `first`, not restarted from step 0
+    assert logged == sorted(set(logged)) and logged[-1] == second and sum(s <= first for s in logged) == first // 2
     names = {name for name, _ in tf.train.list_variables(str(run.checkpoints("train")))}
     assert any("loss_scale" in name or "dynamic_scale" in name for name in names) is (policy == "mixed_float16")
 

@@ -68,7 +68,3 @@ def resolve_data(recipe: recipes.Recipe, data: Optional[Path]) -> tuple[Path, di
                         "pass the matching --data or --set data.dataset=...")
     return data_dir, manifest
 
-
-def missing_encoders(folder: Path) -> None:
-    raise UserError(f"train.encoders points at {folder}, which does not exist; pass a pretraining run directory "
-                    "(t2ictl pretrain --run-dir DIR) or leave it empty to pretrain in this run")

@@ -9,15 +9,10 @@ from typing import List, Optional
 import typer
 
 from t2ictl.console import console, err_console, progress, table
+from t2ictl.data.sources import DATASETS
 from t2ictl.errors import UserError
 
-
-class Dataset(str, Enum):
-    shapes = "shapes"
-    shapes_multi = "shapes-multi"
-    cub = "cub"
-    coco = "coco"
-    flowers = "flowers"
+Dataset = Enum("Dataset", {name.replace("-", "_"): name for name in DATASETS}, type=str)
 
 
 def prepare(

@@ -27,21 +27,14 @@ def train(
     """
     from t2ictl import runs
     from t2ictl.runs import default_run_dir, open_run
-    from t2ictl.training import gan, pretrain
+    from t2ictl.training.phases import pretrain_and_train
 
     overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
     resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
     runs.check_backbone(resolved)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "train", resume)
-    encoders = run.encoders_for(resolved)
-    if resolved.train.encoders and not encoders.is_dir():
-        common.missing_encoders(encoders)
-    if not resolved.train.encoders and not (encoders / runs.ENCODERS_INFO).exists():
-        console.print(f"no pretrained encoders in {encoders}: running phase 1 (pretrain) first")
-        open_run(run.path, resolved, data_dir, "pretrain", resume)
-        pretrain.pretrain(resolved, data_dir, manifest, run)
-    metrics = gan.train(resolved, data_dir, manifest, run)
+    metrics = pretrain_and_train(resolved, data_dir, manifest, run, resume)
     if metrics:
         console.print(table("training result (held-out captions)", ["metric", "value"], sorted(metrics.items())))
     console.print(f"run: {run.path}   sample with: t2ictl sample \"a caption\" --run {run.path}")

@@ -132,9 +132,10 @@ def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: 
     return [c.decode("utf-8") for c in batch["caption"].numpy()]
 
 
-def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[str, float]:
+def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
+          strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
     """Run (or resume) phase 2 in `run`."""
-    strategy = loop.prepare_runtime(recipe.runtime)
+    strategy = loop.prepare_runtime(recipe.runtime, strategy)
     steps_per_epoch = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
     config = recipe.train
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,

@@ -69,15 +69,17 @@ class Schedule:
 DatasetFn = Callable[[int, tf.distribute.InputContext], tf.data.Dataset]
 
 
-def prepare_runtime(runtime) -> tf.distribute.Strategy:
-    """Seed, precision policy and strategy of a recipe's [runtime], set before any model is built."""
+def prepare_runtime(runtime, strategy: tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:
+    """Seed and precision policy of a recipe's [runtime], set before a phase builds its models, and the strategy:
+    `strategy` when one phase follows another in the same process (a multi-worker strategy can be made only once),
+    else a new one. Every phase starts from the seed, so its weights do not depend on what ran before it."""
     import keras
 
     from t2ictl.training import distribute
 
     keras.utils.set_random_seed(runtime.seed)
     distribute.set_precision(distribute.resolve_precision(runtime.precision))
-    return distribute.make_strategy(runtime.strategy)
+    return strategy or distribute.make_strategy(runtime.strategy)
 
 
 def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule,

@@ -217,9 +217,10 @@ def silhouette(distance: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir) -> dict[str, float]:
+def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
+             strategy: tf.distribute.Strategy | None = None) -> dict[str, float]:
     """Run (or resume) phase 1 in `run`; the encoders end up in run.encoders."""
-    strategy = loop.prepare_runtime(recipe.runtime)
+    strategy = loop.prepare_runtime(recipe.runtime, strategy)
     steps_per_epoch = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
     config = recipe.pretrain
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,

@@ -1,4 +1,5 @@
-"""Dataset sources by name. Each module defines `open_source(inputs, **options) -> Source` and `DOWNLOADS`."""
+"""Dataset sources by name, the one list of the datasets t2ictl knows (recipes and `prepare` take theirs from here).
+Each module defines `open_source(inputs, **options) -> Source` and `DOWNLOADS`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ MODULES = {
     "coco": "t2ictl.data.sources.coco",
     "flowers": "t2ictl.data.sources.flowers",
 }
+DATASETS = tuple(MODULES)
 
 
 def module(name: str) -> ModuleType:
@@ -28,4 +30,4 @@ def open_source(name: str, inputs: list[Path], **options) -> Source:
     return module(name).open_source(inputs, **options)
 
 
-__all__ = ["ExampleRef", "Source", "MODULES", "module", "open_source"]
+__all__ = ["DATASETS", "ExampleRef", "Source", "MODULES", "module", "open_source"]
