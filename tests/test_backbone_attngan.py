@@ -10,9 +10,14 @@ from conftest import alternating_gan_step
 
 from t2ictl.errors import UserError
 from t2ictl.losses import damsm
+from t2ictl.losses.adversarial import bce, kl_divergence
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.attngan import (AttnGAN, AttnGANConfig, WordAttention, bce, discriminator_widths,
-                                             kl_divergence)
+from t2ictl.models.backbones.attngan import (
+    AttnGAN,
+    AttnGANConfig,
+    WordAttention,
+    discriminator_widths,
+)
 from t2ictl.models.backbones.base import Encoders, TextFeatures
 from t2ictl.models.backbones.dmgan import DMGAN, MemoryRefinement, SpectralConv2D
 from t2ictl.models.image_encoder import build_image_encoder

@@ -11,10 +11,11 @@ import tensorflow as tf
 
 from t2ictl import recipes
 from t2ictl.errors import UserError
+from t2ictl.losses.adversarial import matching_aware_penalty
 from t2ictl.models.backbones import backbone_class, config_class
 from t2ictl.models.backbones.base import TextFeatures
-from t2ictl.models.backbones.dfgan import (DFGAN, DFGANConfig, discriminator_widths, generator_widths,
-                                           matching_aware_penalty)
+from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
+from t2ictl.models.backbones.layers import discriminator_widths, generator_widths
 
 SIZE, NF, TEXT_DIM, WORDS, BATCH = 32, 4, 8, 5, 4
 

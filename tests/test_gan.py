@@ -10,9 +10,9 @@ import pytest
 import tensorflow as tf
 from conftest import prepare_shapes, scalars, tiny_recipe, trained_run
 
+from t2ictl import runs
 from t2ictl.errors import UserError
 from t2ictl.evaluation.consistency import held_out
-from t2ictl import runs
 from t2ictl.runs import RunDir
 
 

@@ -9,8 +9,8 @@ from conftest import tiny_recipe
 
 from t2ictl.data import pipeline
 from t2ictl.errors import UserError
-from t2ictl.training import loop
 from t2ictl.runs import RunDir, load_encoders, open_run
+from t2ictl.training import loop
 from t2ictl.training.pretrain import PretrainPhase, pretrain, retrieval_metrics
 
 

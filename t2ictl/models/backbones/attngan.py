@@ -41,10 +41,11 @@ import tensorflow as tf
 from keras import layers, ops
 
 from t2ictl.errors import UserError
+from t2ictl.losses.adversarial import bce, kl_divergence
 from t2ictl.losses.damsm import generated_image_loss
 from t2ictl.models.backbones.base import Backbone, BackboneConfig, TextFeatures
+from t2ictl.models.backbones.layers import LEAKY_SLOPE
 
-LEAKY_SLOPE = 0.2
 _MASKED = -1e9
 
 
@@ -353,14 +354,3 @@ class AttnGAN(Backbone):
         kl = kl_divergence(generated["mu"], generated["logvar"])
         loss = adversarial + c.damsm_weight * (words + sentence) + c.kl_weight * kl
         return {"loss": loss, "adversarial": adversarial, "damsm_words": words, "damsm_sentence": sentence, "kl": kl}
-
-
-def bce(logits, target: float) -> tf.Tensor:
-    """Mean sigmoid cross-entropy of logits against a constant label (nn.BCELoss after the sigmoid)."""
-    logits = ops.cast(logits, "float32")
-    return ops.mean(ops.binary_crossentropy(ops.full_like(logits, target), logits, from_logits=True))
-
-
-def kl_divergence(mu, logvar) -> tf.Tensor:
-    """AttnGAN's KL_loss: -0.5 x mean(1 + logvar - mu^2 - exp(logvar)) over batch and channels."""
-    return -0.5 * ops.mean(1.0 + logvar - ops.square(mu) - ops.exp(logvar))

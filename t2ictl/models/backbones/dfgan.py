@@ -30,7 +30,6 @@ concat(z, sentence), as AttnGAN's first stage does, instead of from z alone.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import keras
@@ -38,9 +37,22 @@ import tensorflow as tf
 from keras import layers, ops
 
 from t2ictl.errors import UserError
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, TextFeatures
-
-LEAKY_SLOPE = 0.2  # every LeakyReLU of the official models
+from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
+from t2ictl.models.backbones.base import (
+    Backbone,
+    BackboneConfig,
+    Encoders,
+    TextFeatures,
+)
+from t2ictl.models.backbones.layers import (
+    LEAKY_SLOPE,
+    DiscriminatorBlock,
+    GeneratorBlock,
+    discriminator_widths,
+    generator_widths,
+    torch_conv,
+    torch_dense,
+)
 
 
 @dataclass
@@ -77,157 +89,6 @@ class DFGANConfig(BackboneConfig):
                 raise ValueError(f"{key}: must be in [0, 1), got {value}")
         if not self.gp_weight >= 0:
             raise ValueError(f"gp_weight: must be zero or positive, got {self.gp_weight}")
-
-
-def generator_widths(image_size: int) -> list[int]:
-    """Channel multipliers of nf from the 4x4 map to the image (official get_G_in_out_chs); one G block per pair."""
-    return discriminator_widths(image_size)[::-1]
-
-
-def discriminator_widths(image_size: int, cap: int = 8) -> list[int]:
-    """Channel multipliers of nf from the image to the 4x4 map (official get_D_in_out_chs); one D block per pair."""
-    blocks = int(math.log2(image_size)) - 2
-    return [min(2**index, cap) for index in range(blocks + 1)]
-
-
-def _uniform_fan_in(fan_in: int) -> keras.initializers.Initializer:
-    """PyTorch's default for Linear/Conv2d kernels and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(fan_in)
-    return keras.initializers.RandomUniform(-bound, bound)
-
-
-def _conv(filters: int, size: int, in_channels: int, strides: int = 1, padding: str = "same", use_bias: bool = True,
-          name: str | None = None) -> layers.Conv2D:
-    fan_in = size * size * in_channels
-    return layers.Conv2D(filters, size, strides=strides, padding=padding, use_bias=use_bias,
-                         kernel_initializer=_uniform_fan_in(fan_in), bias_initializer=_uniform_fan_in(fan_in),
-                         name=name)
-
-
-def _dense(units: int, in_units: int, name: str | None = None, **kwargs) -> layers.Dense:
-    initializers = {"kernel_initializer": _uniform_fan_in(in_units), "bias_initializer": _uniform_fan_in(in_units)}
-    return layers.Dense(units, name=name, **{**initializers, **kwargs})
-
-
-class Affine(layers.Layer):
-    """x * gamma(c) + beta(c) per channel; gamma and beta come from 2-layer MLPs and start at 1 and 0."""
-
-    def __init__(self, channels: int, condition_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.gamma_hidden = _dense(channels, condition_dim, activation="relu", name="gamma_hidden")
-        self.gamma_out = _dense(channels, channels, kernel_initializer="zeros", bias_initializer="ones",
-                                name="gamma_out")
-        self.beta_hidden = _dense(channels, condition_dim, activation="relu", name="beta_hidden")
-        self.beta_out = _dense(channels, channels, kernel_initializer="zeros", bias_initializer="zeros",
-                               name="beta_out")
-
-    def build(self, features_shape, condition_shape):
-        for hidden, out in ((self.gamma_hidden, self.gamma_out), (self.beta_hidden, self.beta_out)):
-            hidden.build(condition_shape)
-            out.build(hidden.compute_output_shape(condition_shape))
-
-    def call(self, features, condition):
-        gamma = self.gamma_out(self.gamma_hidden(condition))[:, None, None, :]
-        beta = self.beta_out(self.beta_hidden(condition))[:, None, None, :]
-        return features * gamma + beta
-
-
-class FusionBlock(layers.Layer):
-    """The official DFBLK: affine, LeakyReLU, affine, LeakyReLU."""
-
-    def __init__(self, channels: int, condition_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.first = Affine(channels, condition_dim, name="affine_0")
-        self.second = Affine(channels, condition_dim, name="affine_1")
-
-    def build(self, features_shape, condition_shape):
-        self.first.build(features_shape, condition_shape)
-        self.second.build(features_shape, condition_shape)
-
-    def call(self, features, condition):
-        h = ops.leaky_relu(self.first(features, condition), LEAKY_SLOPE)
-        return ops.leaky_relu(self.second(h, condition), LEAKY_SLOPE)
-
-
-class GeneratorBlock(layers.Layer):
-    """Upsample x2, then shortcut + (fusion, conv3x3, fusion, conv3x3)."""
-
-    def __init__(self, in_channels: int, out_channels: int, condition_dim: int, **kwargs):
-        super().__init__(**kwargs)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.upsample = layers.UpSampling2D(2, interpolation="nearest", name="upsample")
-        self.fuse_1 = FusionBlock(in_channels, condition_dim, name="fuse_1")
-        self.conv_1 = _conv(out_channels, 3, in_channels, name="conv_1")
-        self.fuse_2 = FusionBlock(out_channels, condition_dim, name="fuse_2")
-        self.conv_2 = _conv(out_channels, 3, out_channels, name="conv_2")
-        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
-
-    def build(self, features_shape, condition_shape):
-        batch, height, width, _ = features_shape
-        up = (batch, None if height is None else 2 * height, None if width is None else 2 * width, self.in_channels)
-        out = up[:3] + (self.out_channels,)
-        self.fuse_1.build(up, condition_shape)
-        self.conv_1.build(up)
-        self.fuse_2.build(out, condition_shape)
-        self.conv_2.build(out)
-        if self.shortcut is not None:
-            self.shortcut.build(up)
-
-    def call(self, features, condition):
-        x = self.upsample(features)
-        h = self.conv_1(self.fuse_1(x, condition))
-        h = self.conv_2(self.fuse_2(h, condition))
-        return (x if self.shortcut is None else self.shortcut(x)) + h
-
-
-class DiscriminatorBlock(layers.Layer):
-    """avgpool(shortcut(x)) + gamma * (conv4x4/2, LReLU, conv3x3, LReLU)(x), gamma learned from gate_init (0 in
-    the official code)."""
-
-    def __init__(self, in_channels: int, out_channels: int, gate_init: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.in_channels, self.out_channels, self.gate_init = in_channels, out_channels, gate_init
-        self.down = _conv(out_channels, 4, in_channels, strides=2, use_bias=False, name="down")
-        self.conv = _conv(out_channels, 3, out_channels, use_bias=False, name="conv")
-        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
-        self.pool = layers.AveragePooling2D(2, name="pool")
-
-    def build(self, features_shape):
-        batch, height, width, _ = features_shape
-        self.gamma = self.add_weight(shape=(), initializer=keras.initializers.Constant(self.gate_init), name="gamma")
-        self.down.build(features_shape)
-        half = (batch, None if height is None else height // 2, None if width is None else width // 2)
-        self.conv.build(half + (self.out_channels,))
-        if self.shortcut is not None:
-            self.shortcut.build(features_shape)
-
-    def call(self, features):
-        h = ops.leaky_relu(self.down(features), LEAKY_SLOPE)
-        h = ops.leaky_relu(self.conv(h), LEAKY_SLOPE)
-        skip = features if self.shortcut is None else self.shortcut(features)
-        return self.pool(skip) + ops.cast(self.gamma, h.dtype) * h
-
-
-def hinge_real(logits) -> tf.Tensor:
-    """mean(relu(1 - logits)): the discriminator's hinge on pairs it must call real."""
-    return ops.mean(ops.relu(1.0 - ops.cast(logits, "float32")))
-
-
-def hinge_fake(logits) -> tf.Tensor:
-    """mean(relu(1 + logits)): the discriminator's hinge on pairs it must call fake (generated or mismatched)."""
-    return ops.mean(ops.relu(1.0 + ops.cast(logits, "float32")))
-
-
-def matching_aware_penalty(image_grads, sentence_grads, weight: float, power: float) -> tf.Tensor:
-    """weight * mean over the batch of ||(image grad, sentence grad)||_2 ^ power.
-
-    The power is taken of the squared norm (power / 2), which is the same value without the sqrt, whose gradient
-    is undefined at a zero norm."""
-    batch = ops.shape(image_grads)[0]
-    flat = ops.concatenate([ops.reshape(ops.cast(image_grads, "float32"), (batch, -1)),
-                            ops.reshape(ops.cast(sentence_grads, "float32"), (batch, -1))], axis=1)
-    squared_norm = ops.sum(ops.square(flat), axis=1)
-    return weight * ops.mean(ops.power(squared_norm, power / 2.0))
 
 
 class DFGAN(Backbone):
@@ -268,15 +129,15 @@ class DFGAN(Backbone):
         }
         condition = layers.Concatenate(name="condition")([inputs["noise"], inputs["sentence"]])
         if self.config.project_condition:
-            x = _dense(4 * 4 * 8 * nf, condition_dim, name="project")(condition)
+            x = torch_dense(4 * 4 * 8 * nf, condition_dim, name="project")(condition)
         else:
-            x = _dense(4 * 4 * 8 * nf, self.config.z_dim, name="project")(inputs["noise"])
+            x = torch_dense(4 * 4 * 8 * nf, self.config.z_dim, name="project")(inputs["noise"])
         x = layers.Reshape((4, 4, 8 * nf), name="to_4x4")(x)
         widths = generator_widths(self.image_size)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
             x = GeneratorBlock(w_in * nf, w_out * nf, condition_dim, name=f"block_{index}")(x, condition)
         x = layers.LeakyReLU(LEAKY_SLOPE, name="rgb_activation")(x)
-        x = _conv(3, 3, widths[-1] * nf, name="to_rgb")(x)
+        x = torch_conv(3, 3, widths[-1] * nf, name="to_rgb")(x)
         image = layers.Activation("tanh", dtype="float32", name="image")(x)
         return keras.Model(inputs, {"images": [image]}, name="dfgan_generator")
 
@@ -284,7 +145,7 @@ class DFGAN(Backbone):
         """images [B, S, S, 3] -> features [B, 4, 4, 8 nf] (the official NetD)."""
         nf = self.config.nf
         images = keras.Input((self.image_size, self.image_size, 3), name="images")
-        x = _conv(nf, 3, 3, name="from_rgb")(images)
+        x = torch_conv(nf, 3, 3, name="from_rgb")(images)
         widths = discriminator_widths(self.image_size, self.d_width_cap)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
             x = DiscriminatorBlock(w_in * nf, w_out * nf, self.config.d_gate_init, name=f"block_{index}")(x)
@@ -298,9 +159,9 @@ class DFGAN(Backbone):
         sentence = keras.Input((self.text_dim,), name="sentence")
         tiled = layers.UpSampling2D(4, name="tile_sentence")(layers.Reshape((1, 1, self.text_dim))(sentence))
         joint = layers.Concatenate(name="joint")([features, tiled])
-        x = _conv(2 * nf, 3, top + self.text_dim, use_bias=False, name="joint_conv")(joint)
+        x = torch_conv(2 * nf, 3, top + self.text_dim, use_bias=False, name="joint_conv")(joint)
         x = layers.LeakyReLU(LEAKY_SLOPE)(x)
-        x = _conv(1, 4, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
+        x = torch_conv(1, 4, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
         logits = layers.Flatten(dtype="float32", name="logits")(x)
         return keras.Model([features, sentence], logits, name="dfgan_discriminator_head")
 

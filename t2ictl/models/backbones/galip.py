@@ -54,9 +54,22 @@ import tensorflow as tf
 from keras import layers, ops
 
 from t2ictl.errors import UserError
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, TextFeatures
-from t2ictl.models.backbones.dfgan import (LEAKY_SLOPE, FusionBlock, GeneratorBlock, _conv, _dense, generator_widths,
-                                           hinge_fake, hinge_real, matching_aware_penalty)
+from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
+from t2ictl.models.backbones.base import (
+    Backbone,
+    BackboneConfig,
+    Encoders,
+    TextFeatures,
+)
+from t2ictl.models.backbones.layers import (
+    LEAKY_SLOPE,
+    FusionBlock,
+    GeneratorBlock,
+    channel_shortcut,
+    generator_widths,
+    torch_conv,
+    torch_dense,
+)
 from t2ictl.models.clip import ClipVision, load_clip_vision
 
 PROMPT_BLOCKS = (1, 2, 3, 4, 5, 6, 7, 8)  # models/GALIP.py CLIP_Mapper: selected = [1..8] of 12
@@ -150,11 +163,11 @@ class MapperBlock(layers.Layer):
     def __init__(self, in_channels: int, mid_channels: int, out_channels: int, condition_dim: int, **kwargs):
         super().__init__(**kwargs)
         self.in_channels, self.mid_channels, self.out_channels = in_channels, mid_channels, out_channels
-        self.conv_1 = _conv(mid_channels, 3, in_channels, name="conv_1")
+        self.conv_1 = torch_conv(mid_channels, 3, in_channels, name="conv_1")
         self.fuse_1 = FusionBlock(mid_channels, condition_dim, name="fuse_1")
-        self.conv_2 = _conv(out_channels, 3, mid_channels, name="conv_2")
+        self.conv_2 = torch_conv(out_channels, 3, mid_channels, name="conv_2")
         self.fuse_2 = FusionBlock(out_channels, condition_dim, name="fuse_2")
-        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
+        self.shortcut = channel_shortcut(in_channels, out_channels)
 
     def build(self, features_shape, condition_shape):
         mid = tuple(features_shape[:3]) + (self.mid_channels,)
@@ -199,9 +212,9 @@ class ClipDiscriminatorBlock(layers.Layer):
     def __init__(self, in_channels: int, out_channels: int, takes_clip_map: bool, **kwargs):
         super().__init__(**kwargs)
         self.in_channels, self.out_channels, self.takes_clip_map = in_channels, out_channels, takes_clip_map
-        self.conv_1 = _conv(out_channels, 3, in_channels, use_bias=False, name="conv_1")
-        self.conv_2 = _conv(out_channels, 3, out_channels, use_bias=False, name="conv_2")
-        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
+        self.conv_1 = torch_conv(out_channels, 3, in_channels, use_bias=False, name="conv_1")
+        self.conv_2 = torch_conv(out_channels, 3, out_channels, use_bias=False, name="conv_2")
+        self.shortcut = channel_shortcut(in_channels, out_channels)
 
     def build(self, features_shape, clip_map_shape=None):
         self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
@@ -295,22 +308,22 @@ class GALIP(Backbone):
             "mask": keras.Input((self.max_words,), name="mask"),  # unused
         }
         condition = layers.Concatenate(name="condition")([inputs["noise"], inputs["sentence"]])
-        x = _dense(spec.grid * spec.grid * c.mapper_channels, c.z_dim, name="project")(inputs["noise"])
+        x = torch_dense(spec.grid * spec.grid * c.mapper_channels, c.z_dim, name="project")(inputs["noise"])
         x = layers.Reshape((spec.grid, spec.grid, c.mapper_channels), name="to_grid")(x)
         for index in range(c.mapper_blocks):
             x = MapperBlock(c.mapper_channels, c.mapper_mid_channels, c.mapper_channels, condition_dim,
                             name=f"mapper_block_{index}")(x, condition)
-        x = _conv(spec.width, 5, c.mapper_channels, name="to_clip")(x)
-        prompts = _dense(len(prompt_blocks) * spec.width, condition_dim, name="prompts")(condition)
+        x = torch_conv(spec.width, 5, c.mapper_channels, name="to_clip")(x)
+        prompts = torch_dense(len(prompt_blocks) * spec.width, condition_dim, name="prompts")(condition)
         prompts = layers.Reshape((len(prompt_blocks), spec.width), name="prompt_tokens")(prompts)
         x = ClipBridge(self.vision, prompt_blocks, name="clip_bridge")(x, prompts)
-        x = _conv(8 * c.nf, 5, spec.width, name="from_clip")(x)
+        x = torch_conv(8 * c.nf, 5, spec.width, name="from_clip")(x)
         widths = generator_widths(self.image_size)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
             x = ResizingGeneratorBlock(w_in * c.nf, w_out * c.nf, condition_dim, 2 ** (index + 3),
                                        name=f"block_{index}")(x, condition)
         x = layers.LeakyReLU(LEAKY_SLOPE, name="rgb_activation")(x)
-        x = _conv(3, 3, widths[-1] * c.nf, name="to_rgb")(x)
+        x = torch_conv(3, 3, widths[-1] * c.nf, name="to_rgb")(x)
         image = layers.Activation("tanh", dtype="float32", name="image")(x)
         return keras.Model(inputs, {"images": [image]}, name="galip_generator")
 
@@ -331,16 +344,16 @@ class GALIP(Backbone):
         sentence = keras.Input((self.text_dim,), name="sentence")
         tiled = layers.UpSampling2D(grid, name="tile_sentence")(layers.Reshape((1, 1, self.text_dim))(sentence))
         joint = layers.Concatenate(name="joint")([features, tiled])
-        x = _conv(2 * nf, 4, 8 * nf + self.text_dim, padding="valid", use_bias=False, name="joint_conv")(joint)
+        x = torch_conv(2 * nf, 4, 8 * nf + self.text_dim, padding="valid", use_bias=False, name="joint_conv")(joint)
         x = layers.LeakyReLU(LEAKY_SLOPE)(x)
-        x = _conv(1, grid - 3, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
+        x = torch_conv(1, grid - 3, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
         logits = layers.Flatten(dtype="float32", name="logits")(x)
         return keras.Model([features, sentence], logits, name="galip_discriminator_head")
 
     def build_sentence_projection(self) -> keras.Model:
         """sentence [B, D] -> CLIP's embedding space [B, E], in place of CLIP's text tower (see the docstring)."""
         sentence = keras.Input((self.text_dim,), name="sentence")
-        projected = _dense(self.vision.spec.embed_dim, self.text_dim, name="sentence_to_clip")(sentence)
+        projected = torch_dense(self.vision.spec.embed_dim, self.text_dim, name="sentence_to_clip")(sentence)
         return keras.Model(sentence, layers.Activation("linear", dtype="float32", name="embedding")(projected),
                            name="galip_sentence_projection")
 

@@ -36,7 +36,14 @@ from keras import layers, ops
 
 from t2ictl.losses.damsm import generated_image_loss
 from t2ictl.models.backbones.base import TextFeatures
-from t2ictl.models.backbones.dfgan import LEAKY_SLOPE, DFGAN, DFGANConfig, _conv, _dense, generator_widths
+from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
+from t2ictl.models.backbones.layers import (
+    LEAKY_SLOPE,
+    channel_shortcut,
+    generator_widths,
+    torch_conv,
+    torch_dense,
+)
 
 MASK_CHANNELS = 100  # model.py conv_mask: Conv2d(ch, 100, 3, 1, 1)
 
@@ -97,9 +104,9 @@ class MaskPredictor(layers.Layer):
 
     def __init__(self, in_channels: int, **kwargs):
         super().__init__(**kwargs)
-        self.conv = _conv(MASK_CHANNELS, 3, in_channels, name="conv")
+        self.conv = torch_conv(MASK_CHANNELS, 3, in_channels, name="conv")
         self.norm = synchronised_batch_norm(name="bn")
-        self.out = _conv(1, 1, MASK_CHANNELS, name="out")
+        self.out = torch_conv(1, 1, MASK_CHANNELS, name="out")
 
     def call(self, x, training=None):
         return self.out(ops.relu(self.norm(self.conv(x), training=training)))
@@ -111,11 +118,11 @@ class MaskedAffine(layers.Layer):
     def __init__(self, channels: int, condition_dim: int, hidden: int, **kwargs):
         super().__init__(**kwargs)
         self.norm = synchronised_batch_norm(center=False, scale=False, name="bn")
-        self.gamma_hidden = _dense(hidden, condition_dim, activation="relu", name="gamma_hidden")
-        self.gamma_out = _dense(channels, hidden, kernel_initializer="zeros", bias_initializer="zeros",
+        self.gamma_hidden = torch_dense(hidden, condition_dim, activation="relu", name="gamma_hidden")
+        self.gamma_out = torch_dense(channels, hidden, kernel_initializer="zeros", bias_initializer="zeros",
                                 name="gamma_out")
-        self.beta_hidden = _dense(hidden, condition_dim, activation="relu", name="beta_hidden")
-        self.beta_out = _dense(channels, hidden, kernel_initializer="zeros", bias_initializer="zeros",
+        self.beta_hidden = torch_dense(hidden, condition_dim, activation="relu", name="beta_hidden")
+        self.beta_out = torch_dense(channels, hidden, kernel_initializer="zeros", bias_initializer="zeros",
                                name="beta_out")
 
     def call(self, x, sentence, fusion_mask, training=None):
@@ -131,10 +138,10 @@ class SSACNBlock(layers.Layer):
     def __init__(self, in_channels: int, out_channels: int, condition_dim: int, hidden: int, **kwargs):
         super().__init__(**kwargs)
         self.affine_1 = MaskedAffine(in_channels, condition_dim, hidden, name="affine_0")
-        self.conv_1 = _conv(out_channels, 3, in_channels, name="conv_1")
+        self.conv_1 = torch_conv(out_channels, 3, in_channels, name="conv_1")
         self.affine_2 = MaskedAffine(out_channels, condition_dim, hidden, name="affine_2")
-        self.conv_2 = _conv(out_channels, 3, out_channels, name="conv_2")
-        self.shortcut = _conv(out_channels, 1, in_channels, name="shortcut") if in_channels != out_channels else None
+        self.conv_2 = torch_conv(out_channels, 3, out_channels, name="conv_2")
+        self.shortcut = channel_shortcut(in_channels, out_channels)
 
     def build(self, x_shape, sentence_shape, fusion_mask_shape):
         self.gamma = self.add_weight(shape=(), initializer="zeros", name="gamma")
@@ -160,7 +167,7 @@ class SSAGAN(DFGAN):
             "sentence": keras.Input((self.text_dim,), name="sentence"),
             "mask": keras.Input((self.max_words,), name="mask"),  # unused
         }
-        x = _dense(4 * 4 * 8 * nf, c.z_dim, name="project")(inputs["noise"])
+        x = torch_dense(4 * 4 * 8 * nf, c.z_dim, name="project")(inputs["noise"])
         x = layers.Reshape((4, 4, 8 * nf), name="to_4x4")(x)
         mask_logits = MaskPredictor(8 * nf, name="mask_initial")(x)
         widths = [8] + generator_widths(self.image_size)
@@ -175,7 +182,7 @@ class SSAGAN(DFGAN):
             if index < len(widths) - 2:  # every block but the last predicts the next block's mask
                 mask_logits = MaskPredictor(w_out * nf, name=f"mask_after_{index}")(x)
         x = layers.LeakyReLU(LEAKY_SLOPE, name="rgb_activation")(synchronised_batch_norm(name="rgb_bn")(x))
-        x = _conv(3, 3, nf, name="to_rgb")(x)
+        x = torch_conv(3, 3, nf, name="to_rgb")(x)
         image = layers.Activation("tanh", dtype="float32", name="image")(x)
         return keras.Model(inputs, {"images": [image], "mask": fusion_mask}, name="ssagan_generator")
 
