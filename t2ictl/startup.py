@@ -66,7 +66,7 @@ def _quiet_python_loggers() -> None:
 
 @contextlib.contextmanager
 def replayed_stderr(drop: re.Pattern) -> Iterator[None]:
-    """Capture file descriptor 2 (C++ and Python writes alike); afterwards write back the lines `drop` does not match."""
+    """Capture file descriptor 2 (C++ and Python writes alike), then write back the lines `drop` does not match."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:

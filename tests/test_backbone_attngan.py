@@ -12,16 +12,11 @@ from t2ictl.errors import UserError
 from t2ictl.losses import damsm
 from t2ictl.losses.adversarial import bce, kl_divergence
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.attngan import (
-    AttnGAN,
-    AttnGANConfig,
-    WordAttention,
-    discriminator_widths,
-)
-from t2ictl.models.backbones.base import Encoders, TextFeatures
+from t2ictl.models.backbones.attngan import AttnGAN, AttnGANConfig, WordAttention, discriminator_widths
+from t2ictl.models.backbones.base import Encoders
 from t2ictl.models.backbones.dmgan import DMGAN, MemoryRefinement, SpectralConv2D
 from t2ictl.models.image_encoder import build_image_encoder
-from t2ictl.models.text_encoder import build_text_encoder
+from t2ictl.models.text_encoder import TextFeatures, build_text_encoder
 
 SIZE, TEXT_DIM, WORDS, BATCH = 32, 8, 5, 4
 SMALL = {"stages": 2, "gf_dim": 4, "df_dim": 4, "residual_blocks": 1}

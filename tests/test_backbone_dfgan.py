@@ -13,9 +13,9 @@ from t2ictl import recipes
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import matching_aware_penalty
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.base import TextFeatures
 from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
 from t2ictl.models.backbones.layers import discriminator_widths, generator_widths
+from t2ictl.models.text_encoder import TextFeatures
 
 SIZE, NF, TEXT_DIM, WORDS, BATCH = 32, 4, 8, 5, 4
 

@@ -15,8 +15,8 @@ from t2ictl import recipes
 from t2ictl.errors import UserError
 from t2ictl.models import clip
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.base import TextFeatures
 from t2ictl.models.backbones.galip import GALIP, GALIPConfig, NearestResize, scaled_blocks
+from t2ictl.models.text_encoder import TextFeatures
 
 SIZE, NF, TEXT_DIM, WORDS, BATCH = 32, 4, 8, 5, 4
 SMALL = {"clip": "tiny", "nf": NF, "mapper_channels": 8, "mapper_mid_channels": 4, "mapper_blocks": 2}

@@ -11,16 +11,11 @@ from conftest import alternating_gan_step
 from t2ictl.losses import damsm
 from t2ictl.losses.adversarial import hinge_fake
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.base import Encoders, TextFeatures
+from t2ictl.models.backbones.base import Encoders
 from t2ictl.models.backbones.layers import discriminator_widths, generator_widths
-from t2ictl.models.backbones.ssagan import (
-    SSAGAN,
-    AlignedBilinearResize,
-    MaskedAffine,
-    SSAGANConfig,
-)
+from t2ictl.models.backbones.ssagan import SSAGAN, AlignedBilinearResize, MaskedAffine, SSAGANConfig
 from t2ictl.models.image_encoder import build_image_encoder
-from t2ictl.models.text_encoder import build_text_encoder
+from t2ictl.models.text_encoder import TextFeatures, build_text_encoder
 
 SIZE, TEXT_DIM, WORDS, BATCH = 32, 8, 5, 4
 SMALL = {"nf": 4, "affine_hidden": 8}

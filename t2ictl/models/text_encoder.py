@@ -7,6 +7,7 @@ AttnGAN's defaults: 300-d embeddings, dropout 0.5, D = 256 (128 per direction), 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterator
 
 import keras
@@ -14,7 +15,18 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
-from t2ictl.models.backbones.base import TextFeatures
+
+@dataclass
+class TextFeatures:
+    """What the frozen text encoder gives a generator and its losses."""
+
+    words: tf.Tensor  # [B, T, D]
+    sentence: tf.Tensor  # [B, D]
+    mask: tf.Tensor  # [B, T] float, 1 at real tokens
+
+    def generator_inputs(self, noise) -> dict:
+        """Every backbone's generator input dict for these texts and noise [B, Z]."""
+        return {"noise": noise, "words": self.words, "sentence": self.sentence, "mask": self.mask}
 
 
 def text_features(text_encoder: keras.Model, tokens) -> TextFeatures:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders, TextFeatures
+from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
 
 BACKBONES = {
     "dfgan": "t2ictl.models.backbones.dfgan:DFGAN",
@@ -26,4 +26,4 @@ def config_class(name: str) -> type[BackboneConfig]:
     return backbone_class(name).config_class
 
 
-__all__ = ["Backbone", "BackboneConfig", "Encoders", "TextFeatures", "BACKBONES", "backbone_class", "config_class"]
+__all__ = ["Backbone", "BackboneConfig", "Encoders", "BACKBONES", "backbone_class", "config_class"]

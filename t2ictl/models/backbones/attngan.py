@@ -43,8 +43,9 @@ from keras import layers, ops
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import bce, kl_divergence
 from t2ictl.losses.damsm import generated_image_loss
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, TextFeatures
+from t2ictl.models.backbones.base import Backbone, BackboneConfig
 from t2ictl.models.backbones.layers import LEAKY_SLOPE
+from t2ictl.models.text_encoder import TextFeatures
 
 _MASKED = -1e9
 
@@ -234,12 +235,7 @@ class AttnGAN(Backbone):
     def build_generator(self) -> keras.Model:
         c = self.config
         gf, first = c.gf_dim, self.sizes[0]
-        inputs = {
-            "noise": keras.Input((self.noise_dim,), name="noise"),
-            "words": keras.Input((self.max_words, self.text_dim), name="words"),
-            "sentence": keras.Input((self.text_dim,), name="sentence"),
-            "mask": keras.Input((self.max_words,), name="mask"),
-        }
+        inputs = self.generator_input_layers()
         condition, mu, logvar = ConditioningAugmentation(c.condition_dim, c.z_dim, name="ca")(
             inputs["sentence"], inputs["noise"])
         z = layers.Identity(name="z")(inputs["noise"][:, :c.z_dim])

@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the recipe loader imports this module; TensorFlow is loaded
     import keras
     import tensorflow as tf
 
+    from t2ictl.models.text_encoder import TextFeatures
+
 
 @dataclass
 class BackboneConfig:
@@ -40,17 +42,6 @@ class BackboneConfig:
     def image_sizes(self, image_size: int) -> list[int]:
         """The image sizes the backbone trains on (AttnGAN: 64, 128, 256); the pipeline must provide them."""
         return [image_size]
-
-
-@dataclass
-class TextFeatures:
-    words: tf.Tensor  # [B, T, D]
-    sentence: tf.Tensor  # [B, D]
-    mask: tf.Tensor  # [B, T] float, 1 at real tokens
-
-    def generator_inputs(self, noise) -> dict:
-        """Every backbone's generator input dict for these texts and noise [B, Z]."""
-        return {"noise": noise, "words": self.words, "sentence": self.sentence, "mask": self.mask}
 
 
 @dataclass
@@ -89,6 +80,17 @@ class Backbone(abc.ABC):
     @abc.abstractmethod
     def build_generator(self) -> keras.Model:
         """A new generator with fresh weights (the GAN phase also uses it for the EMA copy)."""
+
+    def generator_input_layers(self) -> dict:
+        """The generator's symbolic inputs, keyed as TextFeatures.generator_inputs; a backbone may leave some unused."""
+        import keras
+
+        return {
+            "noise": keras.Input((self.noise_dim,), name="noise"),
+            "words": keras.Input((self.max_words, self.text_dim), name="words"),
+            "sentence": keras.Input((self.text_dim,), name="sentence"),
+            "mask": keras.Input((self.max_words,), name="mask"),
+        }
 
     @property
     @abc.abstractmethod

@@ -38,21 +38,10 @@ from keras import layers, ops
 
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
-from t2ictl.models.backbones.base import (
-    Backbone,
-    BackboneConfig,
-    Encoders,
-    TextFeatures,
-)
-from t2ictl.models.backbones.layers import (
-    LEAKY_SLOPE,
-    DiscriminatorBlock,
-    GeneratorBlock,
-    discriminator_widths,
-    generator_widths,
-    torch_conv,
-    torch_dense,
-)
+from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
+from t2ictl.models.backbones.layers import (LEAKY_SLOPE, DiscriminatorBlock, GeneratorBlock, discriminator_widths,
+                                            generator_widths, torch_conv, torch_dense)
+from t2ictl.models.text_encoder import TextFeatures
 
 
 @dataclass
@@ -121,12 +110,7 @@ class DFGAN(Backbone):
 
     def build_generator(self) -> keras.Model:
         nf, condition_dim = self.config.nf, self.config.z_dim + self.text_dim
-        inputs = {
-            "noise": keras.Input((self.config.z_dim,), name="noise"),
-            "words": keras.Input((self.max_words, self.text_dim), name="words"),  # unused: DF-GAN fuses the sentence
-            "sentence": keras.Input((self.text_dim,), name="sentence"),
-            "mask": keras.Input((self.max_words,), name="mask"),  # unused
-        }
+        inputs = self.generator_input_layers()  # words and mask unused: DF-GAN fuses the sentence
         condition = layers.Concatenate(name="condition")([inputs["noise"], inputs["sentence"]])
         if self.config.project_condition:
             x = torch_dense(4 * 4 * 8 * nf, condition_dim, name="project")(condition)

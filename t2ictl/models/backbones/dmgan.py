@@ -23,12 +23,7 @@ from dataclasses import dataclass
 
 from keras import layers, ops
 
-from t2ictl.models.backbones.attngan import (
-    ORTHOGONAL,
-    AttnGAN,
-    AttnGANConfig,
-    masked_softmax_over_words,
-)
+from t2ictl.models.backbones.attngan import ORTHOGONAL, AttnGAN, AttnGANConfig, masked_softmax_over_words
 from t2ictl.models.backbones.layers import LEAKY_SLOPE
 
 

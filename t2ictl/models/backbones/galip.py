@@ -55,21 +55,10 @@ from keras import layers, ops
 
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
-from t2ictl.models.backbones.base import (
-    Backbone,
-    BackboneConfig,
-    Encoders,
-    TextFeatures,
-)
-from t2ictl.models.backbones.layers import (
-    LEAKY_SLOPE,
-    FusionBlock,
-    GeneratorBlock,
-    channel_shortcut,
-    generator_widths,
-    torch_conv,
-    torch_dense,
-)
+from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
+from t2ictl.models.backbones.layers import (LEAKY_SLOPE, FusionBlock, GeneratorBlock, channel_shortcut,
+                                            generator_widths, torch_conv, torch_dense)
+from t2ictl.models.text_encoder import TextFeatures
 from t2ictl.models.clip import ClipVision, load_clip_vision
 
 PROMPT_BLOCKS = (1, 2, 3, 4, 5, 6, 7, 8)  # models/GALIP.py CLIP_Mapper: selected = [1..8] of 12
@@ -301,12 +290,7 @@ class GALIP(Backbone):
         c, spec = self.config, self.vision.spec
         condition_dim = c.z_dim + self.text_dim
         prompt_blocks = scaled_blocks(PROMPT_BLOCKS, spec.layers)
-        inputs = {
-            "noise": keras.Input((c.z_dim,), name="noise"),
-            "words": keras.Input((self.max_words, self.text_dim), name="words"),  # unused: GALIP takes the sentence
-            "sentence": keras.Input((self.text_dim,), name="sentence"),
-            "mask": keras.Input((self.max_words,), name="mask"),  # unused
-        }
+        inputs = self.generator_input_layers()  # words and mask unused: GALIP takes the sentence
         condition = layers.Concatenate(name="condition")([inputs["noise"], inputs["sentence"]])
         x = torch_dense(spec.grid * spec.grid * c.mapper_channels, c.z_dim, name="project")(inputs["noise"])
         x = layers.Reshape((spec.grid, spec.grid, c.mapper_channels), name="to_grid")(x)

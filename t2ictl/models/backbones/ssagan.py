@@ -35,15 +35,9 @@ import keras
 from keras import layers, ops
 
 from t2ictl.losses.damsm import generated_image_loss
-from t2ictl.models.backbones.base import TextFeatures
 from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
-from t2ictl.models.backbones.layers import (
-    LEAKY_SLOPE,
-    channel_shortcut,
-    generator_widths,
-    torch_conv,
-    torch_dense,
-)
+from t2ictl.models.backbones.layers import LEAKY_SLOPE, channel_shortcut, generator_widths, torch_conv, torch_dense
+from t2ictl.models.text_encoder import TextFeatures
 
 MASK_CHANNELS = 100  # model.py conv_mask: Conv2d(ch, 100, 3, 1, 1)
 
@@ -161,12 +155,7 @@ class SSAGAN(DFGAN):
     def build_generator(self) -> keras.Model:
         c = self.config
         nf = c.nf
-        inputs = {
-            "noise": keras.Input((c.z_dim,), name="noise"),
-            "words": keras.Input((self.max_words, self.text_dim), name="words"),  # unused: SSA-GAN fuses the sentence
-            "sentence": keras.Input((self.text_dim,), name="sentence"),
-            "mask": keras.Input((self.max_words,), name="mask"),  # unused
-        }
+        inputs = self.generator_input_layers()  # words and mask unused: SSA-GAN fuses the sentence
         x = torch_dense(4 * 4 * 8 * nf, c.z_dim, name="project")(inputs["noise"])
         x = layers.Reshape((4, 4, 8 * nf), name="to_4x4")(x)
         mask_logits = MaskPredictor(8 * nf, name="mask_initial")(x)
