@@ -9,9 +9,10 @@ from conftest import tiny_recipe
 
 from t2ictl.data import pipeline
 from t2ictl.errors import UserError
+from t2ictl.evaluation.representation import class_separation, retrieval_metrics
 from t2ictl.runs import RunDir, load_encoders, open_run
 from t2ictl.training import loop
-from t2ictl.training.pretrain import PretrainPhase, pretrain, retrieval_metrics
+from t2ictl.training.pretrain import PretrainPhase, pretrain
 
 
 def manifest_of(data_dir):
@@ -120,7 +121,6 @@ def test_an_image_pool_clusters_same_class_images_tightly(shapes_data, trained_p
 
 
 def test_class_separation_matches_a_direct_computation():
-    from t2ictl.training.pretrain import class_separation
 
     rng = np.random.default_rng(1)
     features = rng.normal(size=(9, 4))

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from t2ictl.data.sources import open_source, shapes
 from t2ictl.errors import UserError
+from t2ictl.evaluation import consistency
 
 
 def test_same_seed_same_dataset_other_seed_other_dataset():
@@ -32,7 +33,7 @@ def test_single_object_labels_and_captions_agree():
         (label,) = ref.label_ids
         colour, shape = source.classes()[label].split()
         for caption in ref.captions:
-            assert shapes.parse_caption(caption) == {"shape": shape, "colour": colour}, caption
+            assert consistency.parse_caption(caption) == {"shape": shape, "colour": colour}, caption
 
 
 def test_multi_object_labels_are_the_named_objects():
@@ -58,22 +59,22 @@ def test_the_pixel_reader_reads_the_drawn_shape_and_colour(size):
     for ref in refs:
         image = decoded(ref)
         assert image.shape == (size, size, 3)
-        hits += shapes.analyze(image) == shapes.parse_caption(ref.captions[0])
+        hits += consistency.analyze(image) == consistency.parse_caption(ref.captions[0])
     assert hits / len(refs) >= (0.99 if size == 64 else 0.93)
 
 
 def test_the_pixel_reader_tells_a_blank_image():
-    assert shapes.analyze(np.full((32, 32, 3), 128, np.uint8)) == {"shape": None, "colour": None}
+    assert consistency.analyze(np.full((32, 32, 3), 128, np.uint8)) == {"shape": None, "colour": None}
 
 
 def test_a_wrong_colour_or_shape_is_read_as_such():
     rng = np.random.default_rng(0)
     image = shapes.render([{"shape": "triangle", "colour": "blue", "cx": 0.5, "cy": 0.5, "radius": 0.3}],
                           "white", 64, rng)
-    assert shapes.analyze(image) == {"shape": "triangle", "colour": "blue"}
+    assert consistency.analyze(image) == {"shape": "triangle", "colour": "blue"}
     image = shapes.render([{"shape": "circle", "colour": "yellow", "cx": 0.3, "cy": 0.5, "radius": 0.2}],
                           "black", 64, rng)
-    assert shapes.analyze(image) == {"shape": "circle", "colour": "yellow"}
+    assert consistency.analyze(image) == {"shape": "circle", "colour": "yellow"}
 
 
 def test_shapes_takes_no_source(tmp_path):

@@ -11,13 +11,12 @@ same 20 shape x colour categories and captions name every object left to right.
 Everything about example i (attributes, captions, pixels) comes from a generator seeded with (seed, i): the same seed
 gives the same dataset, and images are drawn lazily when the record writer asks for them. The split is random (80%
 train, 20% test) rather than class-disjoint, so held-out captions ask for classes the generator has seen and the caption
-consistency figure (`analyze` read back on generated images) is meaningful.
+consistency figure (evaluation/consistency.py reads generated images back) is meaningful.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,46 +236,3 @@ def open_source(inputs: list[Path], multi_object: bool = False, count: int | Non
 
 
 # -- reading captions and images back (caption consistency) ----------------------------------------------------------
-
-_SHAPE_BY_WORD = {word: shape for shape, words in SHAPE_WORDS.items() for phrase in words
-                  for word in phrase.split() if word not in ("shape", "triangular")} | {"triangular": "triangle"}
-
-
-def parse_caption(caption: str) -> dict:
-    """The shape and colour a single-object caption asks for (None where it names none)."""
-    words = re.findall(r"[a-z]+", caption.lower())
-    colour = next((w for w in words if w in COLOURS), None)
-    shape = next((_SHAPE_BY_WORD[w] for w in words if w in _SHAPE_BY_WORD), None)
-    return {"shape": shape, "colour": colour}
-
-
-def analyze(image: np.ndarray) -> dict:
-    """The shape and colour of the single object in a uint8 [H, W, 3] image, read from its pixels.
-
-    The background is the median border colour; the object is every pixel far from it. Its colour is the nearest palette
-    colour to the object's median pixel; its shape comes from how much of its bounding box it fills and how wide it is
-    halfway down and near the bottom (square: full box; triangle: narrow middle; circle vs diamond: fill ratio).
-    """
-    pixels = image.astype(np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)
-    foreground = np.linalg.norm(pixels - background, axis=-1) > 60
-    if foreground.sum() < 4:
-        return {"shape": None, "colour": None}
-    median = np.median(pixels[foreground], axis=0)
-    colour = min(COLOURS, key=lambda name: np.linalg.norm(median - np.array(COLOURS[name])))
-    rows, cols = np.nonzero(foreground)
-    top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
-    height, width = bottom - top + 1, right - left + 1
-    fill = foreground.sum() / float(height * width)
-    row_width = foreground.sum(axis=1)
-    middle = row_width[top + height // 2] / width
-    if fill > 0.88:
-        shape = "square"
-    elif middle < 0.72:
-        shape = "triangle"
-    elif fill > 0.66:
-        shape = "circle"
-    else:
-        shape = "diamond"
-    return {"shape": shape, "colour": colour}
