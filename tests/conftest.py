@@ -98,7 +98,10 @@ def alternating_gan_step(backbone, real: dict, noise, text):
     from the generator's graph, then the generator steps against the updated discriminator. Returns (D, G) terms."""
     import tensorflow as tf
 
+    from t2ictl.training.gan import build_optimizers
+
     g_vars, d_vars = backbone.generator.trainable_variables, backbone.discriminator_variables
+    g_optimizer, d_optimizer = build_optimizers(backbone)
     inputs = text.generator_inputs(noise)
 
     @tf.function
@@ -107,9 +110,9 @@ def alternating_gan_step(backbone, real: dict, noise, text):
             generated = backbone.generator(inputs, training=True)
             with g_tape.stop_recording(), tf.GradientTape() as d_tape:
                 d_terms = backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in generated["images"]], text)
-            backbone.d_optimizer.apply_gradients(zip(d_tape.gradient(d_terms["loss"], d_vars), d_vars))
+            d_optimizer.apply_gradients(zip(d_tape.gradient(d_terms["loss"], d_vars), d_vars))
             g_terms = backbone.generator_loss(generated, text, None)
-        backbone.g_optimizer.apply_gradients(zip(g_tape.gradient(g_terms["loss"], g_vars), g_vars))
+        g_optimizer.apply_gradients(zip(g_tape.gradient(g_terms["loss"], g_vars), g_vars))
         return d_terms, g_terms
 
     return step

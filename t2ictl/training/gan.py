@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 from t2ictl import runs
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import Vocabulary
+from t2ictl.models import backbones
 from t2ictl.models.text_encoder import text_features
 from t2ictl.recipes import Recipe
 from t2ictl.runs import RunDir
@@ -38,19 +40,16 @@ class GANPhase(Phase):
         self.encoders, info = runs.load_encoders(self.encoders_dir, self.recipe)
         self.backbone = runs.build_backbone(self.recipe, self.encoders, info["text_dim"])
         self.backbone.build()
-        self.backbone.g_optimizer = distribute.optimizer(self.backbone.g_optimizer)
-        self.backbone.d_optimizer = distribute.optimizer(self.backbone.d_optimizer)
         self.generator = self.backbone.generator
-        # built now so that a restore finds every optimizer variable (a loss-scale wrapper has its own)
-        self.backbone.g_optimizer.build(self.generator.trainable_variables)
-        self.backbone.d_optimizer.build(self.backbone.discriminator_variables)
+        self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone)
         self.ema_generator = self.backbone.build_generator()
         self.ema_generator.set_weights(self.generator.get_weights())
         self.noise = tf.random.Generator.from_seed(self.recipe.runtime.seed)
         self.sizes = sorted(self.recipe.model.image_sizes(self.recipe.data.image_size))
 
     def trackables(self) -> dict:
-        return {**self.backbone.trackables(), "ema_generator": self.ema_generator, "noise": self.noise}
+        return {**self.backbone.trackables(), "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
+                "ema_generator": self.ema_generator, "noise": self.noise}
 
     def train_step(self, batch) -> dict:
         merged = branches.merge_branches(batch, self.paired)
@@ -71,9 +70,9 @@ class GANPhase(Phase):
             if self.paired:
                 g_terms["supcon"] = self.contrastive_loss(generated["images"][-1], merged)
                 total += self.recipe.contrastive.gan_weight * g_terms["supcon"]
-            scaled = self.backbone.g_optimizer.scale_loss(total / replicas)
+            scaled = self.g_optimizer.scale_loss(total / replicas)
         grads = g_tape.gradient(scaled, g_vars)
-        self.backbone.g_optimizer.apply_gradients(zip(grads, g_vars))
+        self.g_optimizer.apply_gradients(zip(grads, g_vars))
         report = {f"g_{k}" if k != "supcon" else k: v for k, v in g_terms.items()}
         report["g_total"] = total
         report.update({f"d_{k}": v for k, v in d_terms.items()})
@@ -83,9 +82,9 @@ class GANPhase(Phase):
         d_vars = self.backbone.discriminator_variables
         with tf.GradientTape() as d_tape:
             terms = self.backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in fake_images], text)
-            scaled = self.backbone.d_optimizer.scale_loss(terms["loss"] / replicas)
+            scaled = self.d_optimizer.scale_loss(terms["loss"] / replicas)
         grads = d_tape.gradient(scaled, d_vars)
-        self.backbone.d_optimizer.apply_gradients(zip(grads, d_vars))
+        self.d_optimizer.apply_gradients(zip(grads, d_vars))
         return terms
 
     def contrastive_loss(self, images, merged) -> tf.Tensor:
@@ -96,7 +95,7 @@ class GANPhase(Phase):
     def after_step(self) -> None:
         # warm-up as tf.train.ExponentialMovingAverage with num_updates: min(decay, (1 + n) / (10 + n)), so the
         # average follows the fast early changes of the generator instead of keeping its random start for ~1/(1-decay)
-        updates = tf.cast(self.backbone.g_optimizer.iterations, tf.float32)
+        updates = tf.cast(self.g_optimizer.iterations, tf.float32)
         decay = tf.minimum(self.recipe.train.ema_decay, (1.0 + updates) / (10.0 + updates))
         for average, weight in zip(self.ema_generator.weights, self.generator.weights):
             average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
@@ -124,6 +123,21 @@ class GANPhase(Phase):
 
     def export(self) -> None:
         pass  # the EMA generator lives in the checkpoint; `t2ictl export` writes the servable model
+
+
+def build_optimizers(backbone: backbones.Backbone) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
+    """The generator's and the discriminators' Adam, as the backbone sets them, wrapped for loss scaling under a
+    float16 policy, and built now so that a restore finds every variable (a loss-scale wrapper has its own)."""
+    built = []
+    for settings, variables, name in zip(backbone.optimizer_settings(), (backbone.generator.trainable_variables,
+                                                                        backbone.discriminator_variables),
+                                         ("g_adam", "d_adam")):
+        optimizer = distribute.optimizer(keras.optimizers.Adam(settings.learning_rate, beta_1=settings.beta_1,
+                                                               beta_2=settings.beta_2, epsilon=settings.epsilon,
+                                                               name=name))
+        optimizer.build(variables)
+        built.append(optimizer)
+    return built[0], built[1]
 
 
 def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int) -> list[str]:

@@ -218,15 +218,10 @@ class AttnGAN(Backbone):
     # ----------------------------------------------------------------------------------------------------- building
 
     def build(self) -> None:
-        c = self.config
         self.generator = self.build_generator()
         self.discriminators = [self.build_discriminator(size) for size in self.sizes]
         self.conditional_heads = [self.build_head(size, conditional=True) for size in self.sizes]
         self.unconditional_heads = [self.build_head(size, conditional=False) for size in self.sizes]
-        self.g_optimizer = keras.optimizers.Adam(c.g_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="g_adam")
-        self.d_optimizer = keras.optimizers.Adam(c.d_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="d_adam")
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator_variables)
 
     def word_fusion(self, channels: int, name: str) -> layers.Layer:
         """The layer that fuses the words into a stage's map: (map, words, mask) -> 2 x channels (DM-GAN overrides)."""
@@ -307,7 +302,7 @@ class AttnGAN(Backbone):
         return [v for model in models for v in model.trainable_variables]
 
     def trackables(self) -> dict:
-        out = {"generator": self.generator, "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+        out = {"generator": self.generator}
         for size, d, cond, uncond in zip(self.sizes, self.discriminators, self.conditional_heads,
                                          self.unconditional_heads):
             out.update({f"discriminator_{size}": d, f"conditional_head_{size}": cond,

@@ -1,6 +1,7 @@
 """The small interface through which a GAN architecture plugs into training, sampling and export.
 
-A backbone builds its generator and discriminator(s), its optimizers, and says how its losses are computed. It knows
+A backbone builds its generator and discriminator(s), names its optimizers' settings, and says how its losses are
+computed. It knows
 nothing of the contrastive framework: the GAN phase (t2ictl/training/gan.py) runs it on the merged batch of both branches
 and adds the supervised contrastive term to the generator loss.
 
@@ -44,6 +45,14 @@ class BackboneConfig:
         return [image_size]
 
 
+@dataclass(frozen=True)
+class AdamSettings:
+    learning_rate: float
+    beta_1: float
+    beta_2: float
+    epsilon: float = 1e-8  # PyTorch's Adam default, which every official backbone trains with
+
+
 @dataclass
 class Encoders:
     """The frozen pretrained encoders, for backbones whose losses use them (AttnGAN's DAMSM loss)."""
@@ -70,12 +79,16 @@ class Backbone(abc.ABC):
         """Size of the generator's noise input, known from the config (before build)."""
 
     generator: keras.Model
-    g_optimizer: keras.optimizers.Optimizer
-    d_optimizer: keras.optimizers.Optimizer
 
     @abc.abstractmethod
     def build(self) -> None:
-        """Create self.generator (with build_generator), the discriminator(s), self.g_optimizer, self.d_optimizer."""
+        """Create self.generator (with build_generator) and the discriminator(s)."""
+
+    def optimizer_settings(self) -> tuple[AdamSettings, AdamSettings]:
+        """Adam for the generator and for the discriminators (the GAN phase builds both), from the config's g_lr,
+        d_lr, beta_1 and beta_2; a backbone whose config names them otherwise overrides this."""
+        c = self.config
+        return AdamSettings(c.g_lr, c.beta_1, c.beta_2), AdamSettings(c.d_lr, c.beta_1, c.beta_2)
 
     @abc.abstractmethod
     def build_generator(self) -> keras.Model:
@@ -99,7 +112,7 @@ class Backbone(abc.ABC):
 
     @abc.abstractmethod
     def trackables(self) -> dict:
-        """Models and optimizers to checkpoint (the generator, every discriminator, both optimizers)."""
+        """Models to checkpoint (the generator, every discriminator and head)."""
 
     @abc.abstractmethod
     def discriminator_loss(self, real: dict[int, tf.Tensor], fake: list[tf.Tensor], text: TextFeatures) -> dict:

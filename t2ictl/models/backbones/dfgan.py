@@ -97,16 +97,9 @@ class DFGAN(Backbone):
         return self.config.z_dim
 
     def build(self) -> None:
-        c = self.config
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
         self.discriminator_head = self.build_discriminator_head()
-        self.g_optimizer = keras.optimizers.Adam(c.g_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8,
-                                                 name="g_adam")  # epsilon: PyTorch's Adam default
-        self.d_optimizer = keras.optimizers.Adam(c.d_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8,
-                                                 name="d_adam")
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator_variables)
 
     def build_generator(self) -> keras.Model:
         nf, condition_dim = self.config.nf, self.config.z_dim + self.text_dim
@@ -155,8 +148,7 @@ class DFGAN(Backbone):
 
     def trackables(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,
-                "discriminator_head": self.discriminator_head,
-                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+                "discriminator_head": self.discriminator_head}
 
     def judge(self, features, sentence) -> tf.Tensor:
         """Logits [B, 1] float32 of (image features, sentence) pairs."""

@@ -274,17 +274,10 @@ class GALIP(Backbone):
         return self._vision
 
     def build(self) -> None:
-        c = self.config
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
         self.discriminator_head = self.build_discriminator_head()
         self.sentence_projection = self.build_sentence_projection()
-        self.g_optimizer = keras.optimizers.Adam(c.g_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8,
-                                                 name="g_adam")  # epsilon: PyTorch's Adam default
-        self.d_optimizer = keras.optimizers.Adam(c.d_lr, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8,
-                                                 name="d_adam")
-        self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator_variables)
 
     def build_generator(self) -> keras.Model:
         c, spec = self.config, self.vision.spec
@@ -348,8 +341,7 @@ class GALIP(Backbone):
 
     def trackables(self) -> dict:
         return {"generator": self.generator, "discriminator": self.discriminator,
-                "discriminator_head": self.discriminator_head, "sentence_projection": self.sentence_projection,
-                "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer}
+                "discriminator_head": self.discriminator_head, "sentence_projection": self.sentence_projection}
 
     def clip_features(self, images) -> tuple[tf.Tensor, tf.Tensor]:
         """(CLIP maps after blocks 1, 4, 8 [B, 3, g, g, W], CLIP embedding [B, E]), float32."""
