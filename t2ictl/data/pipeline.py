@@ -19,6 +19,7 @@ every caption (one row each); the last partial batch is kept.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
@@ -26,7 +27,9 @@ from t2ictl.data import records
 from t2ictl.data.prepare import MANIFEST, load_manifest
 from t2ictl.data.vocab import GraphTokenizer, Vocabulary
 from t2ictl.errors import UserError
-from t2ictl.recipes import DataConfig
+
+if TYPE_CHECKING:  # recipes sit above data; the pipeline only reads the [data] section it is given
+    from t2ictl.recipes import DataConfig
 
 TRAIN_SCALE = 76 / 64  # images are resized to this much of the size before the random crop
 KEY_BUCKETS = 2**62
