@@ -1,7 +1,7 @@
 """Caption consistency on the embedded single-object `shapes` data: does the image show the shape and colour asked?
 
-Generated images for held-out captions are read back with the pixel-level reader below (no learned
-model, so the figure cannot be gamed by the generator); the same reader on the real held-out images gives the ceiling.
+Generated images for held-out captions are read back with the pixel-level reader below (no learned model, so the
+figure cannot be gamed by the generator); the same reader on the real held-out images gives the ceiling.
 """
 
 from __future__ import annotations

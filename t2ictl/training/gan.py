@@ -128,16 +128,16 @@ class GANPhase(Phase):
 def build_optimizers(backbone: backbones.Backbone) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
     """The generator's and the discriminators' Adam, as the backbone sets them, wrapped for loss scaling under a
     float16 policy, and built now so that a restore finds every variable (a loss-scale wrapper has its own)."""
-    built = []
-    for settings, variables, name in zip(backbone.optimizer_settings(), (backbone.generator.trainable_variables,
-                                                                        backbone.discriminator_variables),
-                                         ("g_adam", "d_adam")):
-        optimizer = distribute.optimizer(keras.optimizers.Adam(settings.learning_rate, beta_1=settings.beta_1,
-                                                               beta_2=settings.beta_2, epsilon=settings.epsilon,
-                                                               name=name))
-        optimizer.build(variables)
-        built.append(optimizer)
-    return built[0], built[1]
+    g_settings, d_settings = backbone.optimizer_settings()
+    g_optimizer, d_optimizer = _adam(g_settings, "g_adam"), _adam(d_settings, "d_adam")
+    g_optimizer.build(backbone.generator.trainable_variables)
+    d_optimizer.build(backbone.discriminator_variables)
+    return g_optimizer, d_optimizer
+
+
+def _adam(settings, name: str) -> keras.optimizers.Optimizer:
+    return distribute.optimizer(keras.optimizers.Adam(settings.learning_rate, beta_1=settings.beta_1,
+                                                      beta_2=settings.beta_2, epsilon=settings.epsilon, name=name))
 
 
 def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int) -> list[str]:

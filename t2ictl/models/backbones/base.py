@@ -1,9 +1,8 @@
 """The small interface through which a GAN architecture plugs into training, sampling and export.
 
 A backbone builds its generator and discriminator(s), names its optimizers' settings, and says how its losses are
-computed. It knows
-nothing of the contrastive framework: the GAN phase (t2ictl/training/gan.py) runs it on the merged batch of both branches
-and adds the supervised contrastive term to the generator loss.
+computed. It knows nothing of the contrastive framework: the GAN phase (t2ictl/training/gan.py) runs it on the merged
+batch of both branches, builds its optimizers and adds the supervised contrastive term to the generator loss.
 
 Conventions shared by every backbone:
 - text features come from the frozen pretrained text encoder: `TextFeatures(words [B,T,D], sentence [B,D], mask [B,T])`

@@ -135,15 +135,8 @@ class ResizingGeneratorBlock(GeneratorBlock):
         self.size = size
         self.upsample = NearestResize(size, name="upsample")
 
-    def build(self, features_shape, condition_shape):
-        up = (features_shape[0], self.size, self.size, self.in_channels)
-        out = up[:3] + (self.out_channels,)
-        self.fuse_1.build(up, condition_shape)
-        self.conv_1.build(up)
-        self.fuse_2.build(out, condition_shape)
-        self.conv_2.build(out)
-        if self.shortcut is not None:
-            self.shortcut.build(up)
+    def upsampled_shape(self, features_shape) -> tuple:
+        return (features_shape[0], self.size, self.size, self.in_channels)
 
 
 class MapperBlock(layers.Layer):

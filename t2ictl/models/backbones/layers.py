@@ -99,9 +99,12 @@ class GeneratorBlock(layers.Layer):
         self.conv_2 = torch_conv(out_channels, 3, out_channels, name="conv_2")
         self.shortcut = channel_shortcut(in_channels, out_channels)
 
-    def build(self, features_shape, condition_shape):
+    def upsampled_shape(self, features_shape) -> tuple:
         batch, height, width, _ = features_shape
-        up = (batch, None if height is None else 2 * height, None if width is None else 2 * width, self.in_channels)
+        return (batch, None if height is None else 2 * height, None if width is None else 2 * width, self.in_channels)
+
+    def build(self, features_shape, condition_shape):
+        up = self.upsampled_shape(features_shape)
         out = up[:3] + (self.out_channels,)
         self.fuse_1.build(up, condition_shape)
         self.conv_1.build(up)
