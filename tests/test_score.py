@@ -292,6 +292,45 @@ def test_score_a_trained_run(short_run, shapes_data, tiny_inception, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = {r["metric"]: r for r in json.loads((tmp_path / "scores.json").read_text())["results"]}
-    assert set(rows) == {"FID", "IS", "R-precision"}
-    assert rows["FID"]["value"] > 0 and rows["IS"]["value"] >= 1.0 and 0 <= rows["R-precision"]["value"] <= 1
-    assert all(r["n"] == 100 for r in rows.values())
+    assert set(rows) == {"FID", "IS", "R-precision"} and all(r["n"] == 100 for r in rows.values())
+    fid_value, is_value, r_value = recomputed_scores(short_run, shapes_data, tiny_inception, num=100, batch=50)
+    assert rows["FID"]["value"] == pytest.approx(fid_value, rel=1e-4)
+    assert rows["IS"]["value"] == pytest.approx(is_value, rel=1e-6)
+    assert rows["R-precision"]["value"] == pytest.approx(r_value, abs=1e-9)
+
+
+def recomputed_scores(run, data, inception, num: int, batch: int) -> tuple[float, float, float]:
+    """The three scores of `t2ictl score --seed 0` from the parts, with the NumPy formulas of this file: the split's
+    captions in seeded permutations, noise seed = first index of the batch, FID by eigendecomposition, IS directly,
+    R-precision by a loop over 99 drawn captions that skips copies of the true caption."""
+    from t2ictl import runs
+    from t2ictl.data import pipeline
+    from t2ictl.data.vocab import GraphTokenizer
+    from t2ictl.models.text_encoder import encode_captions
+
+    captions = pipeline.split_captions(data, "test")
+    rng = np.random.default_rng(0)
+    plan = np.concatenate([rng.permutation(len(captions)) for _ in range(-(-num // len(captions)))])[:num]
+    sampler, _, backbone = runs.open_generator(runs.RunDir(run.path))
+    images = np.concatenate([sampler.sample([captions[i] for i in plan[start:start + batch]], per_caption=1,
+                                            seed=start)[:, 0] for start in range(0, num, batch)])
+    network = load_network(str(inception))
+    pool, logits = network(images)
+    real = np.concatenate([network(x)[0] for x in pipeline.split_images(data, "test", 32, batch).as_numpy_iterator()])
+    fid_value = eigen_frechet(pool.mean(0), np.cov(pool, rowvar=False), real.mean(0), np.cov(real, rowvar=False))
+
+    size = backbone.encoders.image.input_shape[1]
+    scaled = tf.image.resize(tf.cast(images, tf.float32), [size, size]) / 127.5 - 1.0
+    image_features = backbone.encoders.image(scaled, training=False)["global"].numpy()
+    tokenizer = GraphTokenizer(sampler.vocab, sampler.max_words)
+    sentences = np.concatenate([out["sentence"].numpy()
+                                for _, out in encode_captions(backbone.encoders.text, tokenizer, captions)])
+    others = np.random.default_rng(0).integers(0, len(captions), size=(num, 99))
+    cos = lambda u, v: u @ v / np.linalg.norm(u) / np.linalg.norm(v)  # noqa: E731
+    hits = []
+    for i, caption in enumerate(plan):
+        true = cos(image_features[i], sentences[caption])
+        hits.append(all(cos(image_features[i], sentences[j]) < true for j in others[i]
+                        if captions[j] != captions[caption]))
+    r_value = np.mean([fold.mean() for fold in np.array_split(np.array(hits), 10)])
+    return fid_value, reference_inception_score(logits, 10)[0], r_value
