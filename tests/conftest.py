@@ -170,3 +170,31 @@ def server(tmp_path):
     httpd.shutdown()
     httpd.server_close()
     thread.join()
+
+
+@pytest.fixture(scope="session")
+def tiny_inception(tmp_path_factory):
+    """A SavedModel with the TF-GAN Inception's contract at a tiny size: [-1, 1] images at 299 -> pool_3
+    [B, 1, 1, 2048] and logits [B, 1008] (read only)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from t2ictl.evaluation.inception import INPUT_SIZE
+
+    class TinyInception(tf.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(0)
+            self.kernel = tf.Variable(rng.normal(size=(8, 8, 3, 16)).astype(np.float32) * 0.1)
+            self.pool = tf.Variable(rng.normal(size=(16, 2048)).astype(np.float32))
+            self.classes = tf.Variable(rng.normal(size=(2048, 1008)).astype(np.float32) * 0.02)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32)])
+        def __call__(self, images):
+            h = tf.nn.relu(tf.nn.conv2d(images, self.kernel, strides=8, padding="VALID"))
+            pool = tf.nn.relu(tf.reduce_mean(h, axis=[1, 2]) @ self.pool)
+            return {"pool_3": pool[:, None, None, :], "logits": pool @ self.classes}
+
+    folder = tmp_path_factory.mktemp("inception") / "tiny"
+    tf.saved_model.save(TinyInception(), str(folder))
+    return folder

@@ -13,7 +13,7 @@ from t2ictl.cli import app
 from t2ictl.errors import UserError
 from t2ictl.evaluation import fid, stats_cache
 from t2ictl.evaluation import score as scoring
-from t2ictl.evaluation.inception import INPUT_SIZE, load_network, preprocess
+from t2ictl.evaluation.inception import load_network, preprocess
 from t2ictl.evaluation.inception_score import inception_score
 from t2ictl.evaluation.r_precision import r_precision
 
@@ -138,31 +138,6 @@ def test_r_precision_against_a_loop():
 
 
 # -- the Inception network --------------------------------------------------------------------------------------------
-
-
-class TinyInception(tf.Module):
-    """The TF-GAN Inception's contract at a tiny size: [-1, 1] images at 299 -> pool_3 [B, 1, 1, 2048], logits."""
-
-    def __init__(self):
-        super().__init__()
-        rng = np.random.default_rng(0)
-        self.kernel = tf.Variable(rng.normal(size=(8, 8, 3, 16)).astype(np.float32) * 0.1)
-        self.pool = tf.Variable(rng.normal(size=(16, 2048)).astype(np.float32))
-        self.classes = tf.Variable(rng.normal(size=(2048, 1008)).astype(np.float32) * 0.02)
-
-    @tf.function(input_signature=[tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.float32)])
-    def __call__(self, images):
-        h = tf.nn.relu(tf.nn.conv2d(images, self.kernel, strides=8, padding="VALID"))
-        pool = tf.nn.relu(tf.reduce_mean(h, axis=[1, 2]) @ self.pool)
-        return {"pool_3": pool[:, None, None, :], "logits": pool @ self.classes}
-
-
-@pytest.fixture(scope="module")
-def tiny_inception(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("inception") / "tiny"
-    module = TinyInception()
-    tf.saved_model.save(module, str(folder))
-    return folder
 
 
 def test_preprocess_resizes_bilinearly_to_299_in_unit_range():

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from t2ictl.console import console, table
+from t2ictl.console import console, err_console, table
 from t2ictl.errors import UserError
 
 
@@ -61,6 +61,9 @@ def score(
     if reference is None and data is None:
         raise UserError("pass --data DIR (a prepared split) or --reference DIR (a folder of real images)")
     scoring.check_real_side(data, split, reference)  # before hours of generation, not after
+    note = scoring.comparability_note(data, reference)
+    if note:
+        err_console.print(f"note: {note}", markup=False)
     network = load_network(inception)
     classifier = load_network(is_classifier) if is_classifier else None
     if images is not None:
@@ -96,7 +99,8 @@ def score(
                           r["against"]] for r in rows]))
     console.print(f"{count} generated images scored in {seconds:.1f} s ({count / seconds:.1f} images/s)")
     if json_out is not None:
-        scoring.write_json(json_out, [{**r, "seconds": round(seconds, 1)} for r in rows])
+        scoring.write_json(json_out, [{**r, "seconds": round(seconds, 1), **({"note": note} if note else {})}
+                                      for r in rows])
 
 
 def _row(metric: str, value: float, std: float | None, n: int, network: str, against: str) -> dict:

@@ -26,6 +26,9 @@ def resolve_inputs(name: str, sources: list[Path], download: bool, out: Path, pr
     from t2ictl.data import sources as registry
 
     remotes = registry.module(name).DOWNLOADS
+    if not remotes and (download or len(sources) != 1):
+        raise UserError(f"prepare {name} reads your own data: pass its folder as the one --source DIR (it has no "
+                        "download)")
     if download:
         from t2ictl.data.download import fetch
 

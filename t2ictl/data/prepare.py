@@ -146,21 +146,24 @@ class Preparer:
     def _write_shard(self, name: str, refs: list[ExampleRef], task) -> dict:
         import tensorflow as tf
 
-        skipped, written = [], 0
+        skipped, written, cropped = [], 0, 0
         with fileio.atomic_path(self.out / name) as tmp, tf.io.TFRecordWriter(str(tmp)) as writer:
             with ThreadPoolExecutor(self.options.threads) as pool:
                 for ref, result in zip(refs, pool.map(self._encode, refs)):
                     if isinstance(result, str):
                         skipped.append({"example_id": ref.example_id, "origin": ref.origin, "reason": result})
                     else:
-                        writer.write(result)
+                        record, whole_image = result
+                        writer.write(record)
                         written += 1
+                        cropped += not whole_image
                     if self.progress:
                         self.progress.update(task, advance=1, status=f"skipped {len(skipped)}" if skipped else "")
-        return {"examples": written, "sha256": fileio.sha256_file(self.out / name), "skipped": skipped}
+        return {"examples": written, "cropped": cropped, "sha256": fileio.sha256_file(self.out / name),
+                "skipped": skipped}
 
-    def _encode(self, ref: ExampleRef) -> bytes | str:
-        """The serialized record, or the reason the example is skipped."""
+    def _encode(self, ref: ExampleRef) -> tuple[bytes, bool] | str:
+        """(the serialized record, whether the models see the whole image), or the reason the example is skipped."""
         if not ref.captions:
             return "image without captions"
         try:
@@ -172,8 +175,9 @@ class Preparer:
         except ImageError as exc:
             return str(exc)
         crop = self.source.crop_box(ref, height, width)
-        return records.encode_example(ref.example_id, image, height, width, crop, ref.captions, ref.label_ids,
-                                      self.source.multi_label)
+        record = records.encode_example(ref.example_id, image, height, width, crop, ref.captions, ref.label_ids,
+                                        self.source.multi_label)
+        return record, tuple(crop) == (0, 0, height, width)
 
     # -- vocabulary and manifest ---------------------------------------------------------------------------------------
 
@@ -208,8 +212,9 @@ class Preparer:
         shards = [{"file": n, "examples": state["shards"][n]["examples"], "sha256": state["shards"][n]["sha256"]}
                   for n in names]
         labelled = sum(1 for r in kept if r.label_ids)
+        cropped = sum(state["shards"][n].get("cropped", 0) for n in names)
         return {"examples": len(kept), "captions": sum(len(r.captions) for r in kept), "labelled": labelled,
-                "unlabelled": len(kept) - labelled, "shards": shards}
+                "unlabelled": len(kept) - labelled, "cropped": cropped, "shards": shards}
 
 
 def load_manifest(out: Path) -> dict:

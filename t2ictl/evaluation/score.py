@@ -157,6 +157,15 @@ def real_side(data: Path | None, split: str, reference: Path | None, size: int, 
     return GeneratedSide(batches, count)
 
 
+def comparability_note(data: Path | None, reference: Path | None) -> str | None:
+    """What the prepared data's manifest says limits comparison with published figures (COCO 2017's test split)."""
+    if reference is not None or data is None:
+        return None
+    from t2ictl.data.prepare import load_manifest
+
+    return load_manifest(data)["source"].get("not_comparable")
+
+
 def real_key(data: Path | None, split: str, reference: Path | None, size: int) -> dict:
     return folder_key(reference) if reference is not None else split_key(data, split, size)
 

@@ -31,6 +31,18 @@ def images_per_step(recipe: Recipe) -> int:
     return recipe.data.batch_size * (2 if recipe.contrastive.enabled else 1)
 
 
+def positives_note(manifest: dict, recipe: Recipe) -> str | None:
+    """What the contrastive loss has for positives when the training images lack labels, for the run's output."""
+    train = manifest["splits"]["train"]
+    if not recipe.contrastive.enabled or not train["unlabelled"]:
+        return None
+    if not train["labelled"]:
+        return ("note: the training split has no labels, so the contrastive loss has only each image's own caption "
+                "pairs (two views, two captions) as positives")
+    return (f"note: {train['unlabelled']} of {train['examples']} training images have no label; their only "
+            "positives are their own caption pairs")
+
+
 def contrastive_loss(features, merged: dict, recipe: Recipe, multi_label: bool, temperature: float, groups: int = 1):
     """SupCon over `features`, made of `groups` blocks of the merged batch's rows (e.g. [images; sentences]).
 

@@ -15,7 +15,9 @@ import keras
 import tensorflow as tf
 
 from t2ictl import runs
+from t2ictl.console import console
 from t2ictl.data import pipeline
+from t2ictl.data.prepare import load_manifest
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.models import backbones
 from t2ictl.models.text_encoder import text_features
@@ -141,7 +143,9 @@ def _adam(settings, name: str) -> keras.optimizers.Optimizer:
 
 
 def held_out_captions(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int) -> list[str]:
-    dataset = pipeline.eval_dataset(data_dir, recipe.data, vocab, split="test", batch_size=count, caption="first")
+    """The first captions of the test split (of the training split when the test split is empty)."""
+    split = "test" if load_manifest(data_dir)["splits"]["test"]["examples"] else "train"
+    dataset = pipeline.eval_dataset(data_dir, recipe.data, vocab, split=split, batch_size=count, caption="first")
     batch = next(iter(dataset))
     return [c.decode("utf-8") for c in batch["caption"].numpy()]
 
@@ -156,6 +160,9 @@ def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                              keep_checkpoints=config.keep_checkpoints, report_every=config.sample_every,
                              eval_every=config.eval_every)
+    note = branches.positives_note(manifest, recipe)
+    if note:
+        console.print(note, markup=False)
     phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, run.encoders_for(recipe))
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from t2ictl.console import console
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import GraphTokenizer, Vocabulary
 from t2ictl.evaluation.representation import retrieval_metrics
@@ -126,6 +127,8 @@ class PretrainPhase(Phase):
                 "labels": np.concatenate(labels)[:limit]}
 
     def evaluate(self) -> dict[str, float]:
+        if not self.manifest["splits"]["test"]["examples"]:
+            return {}  # nothing held out (prepare noted the empty test split)
         return retrieval_metrics(**self.encode_split())
 
     def export(self) -> None:
@@ -173,6 +176,9 @@ def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
                              keep_checkpoints=config.keep_checkpoints)
+    note = branches.positives_note(manifest, recipe)
+    if note:
+        console.print(note, markup=False)
     phase = PretrainPhase(recipe, run.vocab(), manifest, data_dir, run, steps_per_epoch)
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)

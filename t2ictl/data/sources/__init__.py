@@ -15,6 +15,7 @@ MODULES = {
     "cub": "t2ictl.data.sources.cub",
     "coco": "t2ictl.data.sources.coco",
     "flowers": "t2ictl.data.sources.flowers",
+    "folder": "t2ictl.data.sources.folder",
 }
 DATASETS = tuple(MODULES)
 

@@ -5,6 +5,10 @@ Inputs (found anywhere up to three folders below the given ones):
 - captions: `text_c10/<class folder>/<image name>.txt` (Reed's cvpr2016_cub release) or `text/...` in AttnGAN's
   `birds` metadata folder. An image without a caption file gets no captions (the writer skips and reports it).
 
+A partial copy (some classes, or an interrupted download) is read as it is: images that images.txt lists but images/
+lacks are left out and counted in the notes, lines of the other metadata files for absent images are ignored, and a
+split with none of its classes present is prepared empty, with a note.
+
 Split rule: class-disjoint, as StackGAN/AttnGAN/DF-GAN: the 150 train+val classes of Reed et al. are "train"
 (8,855 images) and their 50 test classes are "test" (2,933 images). The test classes come from `testclasses.txt` when
 the caption release holding it is given, otherwise from TEST_CLASSES below. With trust_pickle=True, AttnGAN's
@@ -88,13 +92,22 @@ class CubSource(Source):
         if self.text_dir is None:
             raise UserError("cannot find the CUB captions (text_c10/ from Reed et al.'s cvpr2016_cub release, or "
                             "text/ from AttnGAN's birds metadata); pass them with --source")
-        paths = {i: fields[0] for i, fields in read_table(self.root / "images.txt").items()}
-        self.image_paths = dict(sorted(paths.items()))
+        listed = sorted((i, fields[0]) for i, fields in read_table(self.root / "images.txt").items())
+        self.image_paths = {i: path for i, path in listed if (self.root / "images" / path).is_file()}
+        if len(self.image_paths) < len(listed):
+            self.report.notes.append(f"{len(listed) - len(self.image_paths)} of the {len(listed)} images in "
+                                     "images.txt are not under images/ (a partial copy?) and were left out")
+        if not self.image_paths:
+            raise UserError(f"none of the images listed in {self.root / 'images.txt'} is under {self.root / 'images'}")
         class_table = sorted(read_table(self.root / "classes.txt").items())
         self.class_names = [fields[0] for _, fields in class_table]
         index = {class_id: i for i, (class_id, _) in enumerate(class_table)}  # CUB's 1..200 become 0..199
         image_classes = read_table(self.root / "image_class_labels.txt")
         self.labels = {i: index[int(fields[0])] for i, fields in image_classes.items()}
+        unlabelled = sorted(set(self.image_paths) - set(self.labels))
+        if unlabelled:
+            raise UserError(f"{self.root / 'image_class_labels.txt'} has no class for image {unlabelled[0]} "
+                            f"({self.image_paths[unlabelled[0]]}); is it an incomplete copy?")
         self.boxes = {i: tuple(float(v) for v in fields)
                       for i, fields in read_table(self.root / "bounding_boxes.txt").items()}
         self.test_classes: list[str] = []  # empty when the pickles define the split
@@ -151,6 +164,10 @@ class CubSource(Source):
                 self._splits[split].append(self._ref(image_id, relative, stem))
             if unused:
                 self.report.notes.append(f"{unused} images are in neither filenames.pickle and were left out")
+            for split, refs in self._splits.items():
+                if not refs:
+                    self.report.notes.append(f"the {split} split is empty: none of its images is in this copy "
+                                             f"({self.split_rule})")
         return self._splits
 
     def _ref(self, image_id: int, relative: str, stem: str) -> ExampleRef:
