@@ -23,6 +23,7 @@ MANIFEST = "manifest.json"
 VOCAB = "vocab.json"
 STATE = ".prepare-state.json"
 VOCAB_FROM = ("all", "train")
+PROGRESS_EVERY = 16  # images between progress bar updates (each update takes the GIL from the decoding threads)
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,15 @@ def inspect_image(data: bytes) -> tuple[int, int]:
     """(height, width) of a JPEG or PNG, decoding it fully so that truncated or corrupt files are caught."""
     import tensorflow as tf
 
-    if not (data.startswith(b"\xff\xd8") or data.startswith(b"\x89PNG\r\n\x1a\n")):
+    # decode_jpeg / decode_png directly: decode_image's format checks are several more eager ops, each holding the GIL
+    if data.startswith(b"\xff\xd8"):
+        decode = tf.io.decode_jpeg
+    elif data.startswith(b"\x89PNG\r\n\x1a\n"):
+        decode = tf.io.decode_png
+    else:
         raise ImageError("not a JPEG or PNG file")
     try:
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = decode(data, channels=3)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as exc:
         raise ImageError(f"cannot decode image: {exc.message.splitlines()[0]}") from None
     height, width = int(image.shape[0]), int(image.shape[1])
@@ -157,8 +163,11 @@ class Preparer:
                         writer.write(record)
                         written += 1
                         cropped += not whole_image
-                    if self.progress:
-                        self.progress.update(task, advance=1, status=f"skipped {len(skipped)}" if skipped else "")
+                    if self.progress and (written + len(skipped)) % PROGRESS_EVERY == 0:
+                        self.progress.update(task, advance=PROGRESS_EVERY,
+                                             status=f"skipped {len(skipped)}" if skipped else "")
+        if self.progress:
+            self.progress.update(task, advance=(written + len(skipped)) % PROGRESS_EVERY)
         return {"examples": written, "cropped": cropped, "sha256": fileio.sha256_file(self.out / name),
                 "skipped": skipped}
 
