@@ -16,7 +16,7 @@ from t2ictl.data.prepare import PrepareOptions, Preparer
 from t2ictl.data.sources import open_source
 from t2ictl.data.vocab import tokenize
 from t2ictl.errors import UserError
-from t2ictl.evaluation.score import comparability_note
+from t2ictl.evaluation.score import check_real_side, comparability_note
 
 CUB_TEST_CLASS = "004.Groove_billed_Ani"
 
@@ -194,6 +194,17 @@ def test_coco_mini_prepares_as_2017_with_its_400_captions_and_multi_hot_labels(c
         assert record["label_ids"] == sorted(labels) and record["class_id"] == -1
         assert record["crop"] == (0, 0, record["height"], record["width"])
     assert sum(len(r["captions"]) for r in by_id.values()) == len(captions["annotations"])
+    # the empty test split: scoring against it is one clear error, training samples its grids from train captions
+    with pytest.raises(UserError, match="the test split of .* is empty"):
+        check_real_side(out, "test", None)
+    from t2ictl import recipes
+    from t2ictl.data.vocab import Vocabulary
+    from t2ictl.training.gan import held_out_captions
+
+    recipe = recipes.load_recipe("coco", [f'data.dir="{out}"', "data.image_size=64"])
+    shown = held_out_captions(out, recipe, Vocabulary.load(out / "vocab.json"), 3)
+    first_captions = {r["captions"][0] for r in by_id.values()}
+    assert len(shown) == 3 and set(shown) <= first_captions
 
 
 def split_coco(coco: Path, folder: Path, release: str, test_count: int, rename=None) -> Path:

@@ -142,7 +142,10 @@ def check_real_side(data: Path | None, split: str, reference: Path | None) -> No
     else:
         from t2ictl.data import pipeline
 
-        pipeline.shard_paths(data, split)
+        _, manifest = pipeline.shard_paths(data, split)
+        if not manifest["splits"][split]["examples"]:
+            raise UserError(f"the {split} split of {data} is empty (see the notes in its manifest.json); score "
+                            "against another --split or a --reference folder")
 
 
 def real_side(data: Path | None, split: str, reference: Path | None, size: int, batch: int) -> GeneratedSide:
