@@ -16,6 +16,7 @@ FLOORS = [  # lowest first
     {"recipes", "builtin_recipes"},
     {"sampling"},
     {"runs"},
+    {"interop"},
     {"evaluation", "export"},
     {"training"},
     {"bench"},

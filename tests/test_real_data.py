@@ -118,7 +118,7 @@ def test_cub_crops_follow_the_bounding_boxes_at_the_real_image_sizes(cub, cub_pr
             sizes.add((height, width))
             cropped += expected != (0, 0, height, width)
     manifest = json.loads((cub_prepared / "manifest.json").read_text())
-    assert len(sizes) > 50  # real photographs: many sizes
+    assert len(sizes) == 139  # real photographs of 139 sizes
     assert sum(s["cropped"] for s in manifest["splits"].values()) == cropped > 150
 
 
