@@ -36,7 +36,8 @@ def sample_checkpoint(rng) -> tuple[dict, dict]:
     }
     big = storage.reshape(5, 8)
     expected = {"weight": weight, "count": np.array(7, np.int64), "transposed": big.T, "slice": big[1:3, 2:6],
-                "half": half, "flags": np.array([True, False]), "ids": np.arange(3), "empty": np.zeros((0, 3), np.float32)}
+                "half": half, "flags": np.array([True, False]), "ids": np.arange(3),
+                "empty": np.zeros((0, 3), np.float32)}
     return checkpoint, expected
 
 
