@@ -163,6 +163,7 @@ class FolderSource(Source):
         self.multi_label = any(len(names) > 1 for names in self.example_labels)
         self.seed, self.test_fraction, self.split_by = seed, test_fraction, split_by
         self.split_rule, self.entry_splits = self._split()
+        self._splits = None
         if not self.class_names:
             self.report.notes.append("no labels: the contrastive framework has only each image's own caption pairs "
                                      "as positives")
@@ -211,6 +212,8 @@ class FolderSource(Source):
         return list(self.class_names)
 
     def splits(self) -> dict[str, list[ExampleRef]]:
+        if self._splits is not None:
+            return self._splits
         index = {name: i for i, name in enumerate(self.class_names)}
         splits: dict[str, list[ExampleRef]] = {split: [] for split in SPLITS}
         for entry, names, split in zip(self.entries, self.example_labels, self.entry_splits):
@@ -220,6 +223,7 @@ class FolderSource(Source):
         for split, refs in splits.items():
             if not refs:
                 self.report.notes.append(f"the {split} split is empty ({self.split_rule})")
+        self._splits = splits
         return splits
 
     def describe(self) -> dict:
