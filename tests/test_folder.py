@@ -172,3 +172,17 @@ def test_the_cli_prepares_a_folder_and_refuses_options_of_other_datasets(tmp_pat
                                          str(tmp_path / "other")], capture_output=True, text=True, timeout=300)
     assert as_a_user_meets_it.returncode != 0 and as_a_user_meets_it.stdout == ""
     assert as_a_user_meets_it.stderr.strip().count("\n") == 0 and "one --source DIR" in as_a_user_meets_it.stderr
+
+
+def test_training_says_what_the_positives_are_when_labels_are_missing():
+    from t2ictl import recipes
+    from t2ictl.training.branches import positives_note
+
+    recipe = recipes.load_recipe("folder", [])
+    split = {"examples": 10, "labelled": 0, "unlabelled": 10}
+    assert "no labels" in positives_note({"splits": {"train": split}}, recipe)
+    assert "4 of 10 training images have no label" in positives_note(
+        {"splits": {"train": {**split, "labelled": 6, "unlabelled": 4}}}, recipe)
+    assert positives_note({"splits": {"train": {**split, "labelled": 10, "unlabelled": 0}}}, recipe) is None
+    plain = recipes.load_recipe("folder", ["contrastive.enabled=false"])
+    assert positives_note({"splits": {"train": split}}, plain) is None
