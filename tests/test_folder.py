@@ -186,3 +186,16 @@ def test_training_says_what_the_positives_are_when_labels_are_missing():
     assert positives_note({"splits": {"train": {**split, "labelled": 10, "unlabelled": 0}}}, recipe) is None
     plain = recipes.load_recipe("folder", ["contrastive.enabled=false"])
     assert positives_note({"splits": {"train": split}}, plain) is None
+
+
+def test_a_captions_file_may_name_linked_images_but_not_paths_that_climb_out(tmp_path):
+    elsewhere = write(tmp_path / "store" / "real.png", png(90))
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "linked.png").symlink_to(elsewhere)
+    write(root / "captions.csv", "image,caption\nlinked.png,a linked picture\n")
+    refs = open_source("folder", [root], test_fraction=0.0).splits()["train"]
+    assert [ref.example_id for ref in refs] == ["linked.png"] and refs[0].load_image() == elsewhere.read_bytes()
+    write(root / "captions.csv", "image,caption\nsub/../../store/real.png,climbs out\n")
+    with pytest.raises(UserError, match="is outside"):
+        open_source("folder", [root])

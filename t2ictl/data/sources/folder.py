@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,7 +98,7 @@ def entries_from_file(root: Path, path: Path, report: SourceReport) -> tuple[lis
     entries: dict[Path, Entry] = {}
     absent = set()
     for row in rows:
-        image = (root / row["image"]).resolve()
+        image = Path(os.path.normpath(root / row["image"]))  # not resolve(): a linked image may live elsewhere
         if not image.is_relative_to(root):
             raise UserError(f"{path}:{row['line']}: {row['image']} is outside {root}")
         if not image.is_file():
