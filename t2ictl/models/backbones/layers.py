@@ -46,17 +46,21 @@ def torch_dense(units: int, in_units: int, name: str | None = None, **kwargs) ->
     return layers.Dense(units, name=name, **{**initializers, **kwargs})
 
 
+def condition_mlp(name: str, channels: int, hidden: int, condition_dim: int,
+                  out_bias: str) -> tuple[layers.Dense, layers.Dense]:
+    """The two layers of an affine block's gamma or beta MLP: condition -> hidden (ReLU) -> channels, the output
+    layer's kernel at zero and its bias at `out_bias`, so the block starts as a fixed scale and shift."""
+    return (torch_dense(hidden, condition_dim, activation="relu", name=f"{name}_hidden"),
+            torch_dense(channels, hidden, kernel_initializer="zeros", bias_initializer=out_bias, name=f"{name}_out"))
+
+
 class Affine(layers.Layer):
     """x * gamma(c) + beta(c) per channel; gamma and beta come from 2-layer MLPs and start at 1 and 0."""
 
     def __init__(self, channels: int, condition_dim: int, **kwargs):
         super().__init__(**kwargs)
-        self.gamma_hidden = torch_dense(channels, condition_dim, activation="relu", name="gamma_hidden")
-        self.gamma_out = torch_dense(channels, channels, kernel_initializer="zeros", bias_initializer="ones",
-                                name="gamma_out")
-        self.beta_hidden = torch_dense(channels, condition_dim, activation="relu", name="beta_hidden")
-        self.beta_out = torch_dense(channels, channels, kernel_initializer="zeros", bias_initializer="zeros",
-                               name="beta_out")
+        self.gamma_hidden, self.gamma_out = condition_mlp("gamma", channels, channels, condition_dim, "ones")
+        self.beta_hidden, self.beta_out = condition_mlp("beta", channels, channels, condition_dim, "zeros")
 
     def build(self, features_shape, condition_shape):
         for hidden, out in ((self.gamma_hidden, self.gamma_out), (self.beta_hidden, self.beta_out)):

@@ -36,7 +36,8 @@ from keras import layers, ops
 
 from t2ictl.losses.damsm import generated_image_loss
 from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
-from t2ictl.models.backbones.layers import LEAKY_SLOPE, channel_shortcut, generator_widths, torch_conv, torch_dense
+from t2ictl.models.backbones.layers import (LEAKY_SLOPE, channel_shortcut, condition_mlp, generator_widths, torch_conv,
+                                            torch_dense)
 from t2ictl.models.text_encoder import TextFeatures
 
 MASK_CHANNELS = 100  # model.py conv_mask: Conv2d(ch, 100, 3, 1, 1)
@@ -112,12 +113,8 @@ class MaskedAffine(layers.Layer):
     def __init__(self, channels: int, condition_dim: int, hidden: int, **kwargs):
         super().__init__(**kwargs)
         self.norm = synchronised_batch_norm(center=False, scale=False, name="bn")
-        self.gamma_hidden = torch_dense(hidden, condition_dim, activation="relu", name="gamma_hidden")
-        self.gamma_out = torch_dense(channels, hidden, kernel_initializer="zeros", bias_initializer="zeros",
-                                name="gamma_out")
-        self.beta_hidden = torch_dense(hidden, condition_dim, activation="relu", name="beta_hidden")
-        self.beta_out = torch_dense(channels, hidden, kernel_initializer="zeros", bias_initializer="zeros",
-                               name="beta_out")
+        self.gamma_hidden, self.gamma_out = condition_mlp("gamma", channels, hidden, condition_dim, "zeros")
+        self.beta_hidden, self.beta_out = condition_mlp("beta", channels, hidden, condition_dim, "zeros")
 
     def call(self, x, sentence, fusion_mask, training=None):
         x = self.norm(x, training=training)
