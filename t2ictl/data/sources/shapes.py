@@ -233,6 +233,3 @@ def open_source(inputs: list[Path], multi_object: bool = False, count: int | Non
     if inputs:
         raise UserError("shapes is generated, it reads no --source")
     return ShapesSource(multi_object, count or 5000, seed, image_size)
-
-
-# -- reading captions and images back (caption consistency) ----------------------------------------------------------
