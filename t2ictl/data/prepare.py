@@ -209,12 +209,17 @@ class Preparer:
             "splits": {split: self._split_entry(split, splits[split], kept[split], state) for split in splits},
             "skipped": skipped,
             "empty_captions_dropped": self.source.report.empty_captions,
-            "notes": self.source.report.notes,
+            "notes": self.source.report.notes + self._empty_split_notes(kept),
             "vocab": {"file": VOCAB, "size": len(vocab), "min_count": vocab.min_count, "from": vocab_splits},
         }
         fileio.write_json(self.out / MANIFEST, manifest)
         (self.out / STATE).unlink(missing_ok=True)
         return manifest
+
+    def _empty_split_notes(self, kept: dict[str, list[ExampleRef]]) -> list[str]:
+        rule = self.source.describe().get("split")
+        return [f"the {split} split is empty" + (f" ({rule})" if rule else "") for split, refs in kept.items()
+                if not refs]
 
     def _split_entry(self, split: str, refs: list[ExampleRef], kept: list[ExampleRef], state: dict) -> dict:
         names = shard_names(split, len(refs), self.options.shard_size)

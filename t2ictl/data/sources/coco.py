@@ -104,7 +104,7 @@ class CocoSource(Source):
                       f"annotations/instances_{folder}.json": "file"}
             found = {name: locate.find(inputs, name, kind) for name, kind in wanted.items()}
             if split == "test" and not any(found.values()):
-                self.report.notes.append(f"the test split is empty: no {folder}/ images or annotations were given")
+                self.report.notes.append(f"no {folder}/ images or annotations were given")
                 continue
             missing = [name for name, path in found.items() if path is None]
             if missing:

@@ -7,7 +7,7 @@ Inputs (found anywhere up to three folders below the given ones):
 
 A partial copy (some classes, or an interrupted download) is read as it is: images that images.txt lists but images/
 lacks are left out and counted in the notes, lines of the other metadata files for absent images are ignored, and a
-split with none of its classes present is prepared empty, with a note.
+split with none of its classes present is prepared empty (the preparer notes it).
 
 Split rule: class-disjoint, as StackGAN/AttnGAN/DF-GAN: the 150 train+val classes of Reed et al. are "train"
 (8,855 images) and their 50 test classes are "test" (2,933 images). The test classes come from `testclasses.txt` when
@@ -164,10 +164,6 @@ class CubSource(Source):
                 self._splits[split].append(self._ref(image_id, relative, stem))
             if unused:
                 self.report.notes.append(f"{unused} images are in neither filenames.pickle and were left out")
-            for split, refs in self._splits.items():
-                if not refs:
-                    self.report.notes.append(f"the {split} split is empty: none of its images is in this copy "
-                                             f"({self.split_rule})")
         return self._splits
 
     def _ref(self, image_id: int, relative: str, stem: str) -> ExampleRef:

@@ -221,9 +221,6 @@ class FolderSource(Source):
             example_id = entry.path.relative_to(self.root).as_posix()
             splits[split].append(ExampleRef(example_id, tuple(entry.captions), tuple(sorted(index[x] for x in names)),
                                             entry.path.read_bytes, origin=str(entry.path)))
-        for split, refs in splits.items():
-            if not refs:
-                self.report.notes.append(f"the {split} split is empty ({self.split_rule})")
         self._splits = splits
         return splits
 
