@@ -158,9 +158,13 @@ def _read_zip(path: Path) -> Any:
         if byteorder != "little":
             raise UserError(f"{path}: written on a {byteorder}-endian machine, which t2ictl does not read")
 
+        loaded: dict[str, np.ndarray] = {}  # views of one tensor share its storage: read it once
+
         def storage(pid):
             _, kind, key, _location, _numel = pid
-            return storage_array(archive.read(f"{prefix}data/{key}"), kind, path)
+            if key not in loaded:
+                loaded[key] = storage_array(archive.read(f"{prefix}data/{key}"), kind, path)
+            return loaded[key]
 
         return RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), path, storage).load()
 
