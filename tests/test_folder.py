@@ -199,3 +199,13 @@ def test_a_captions_file_may_name_linked_images_but_not_paths_that_climb_out(tmp
     write(root / "captions.csv", "image,caption\nsub/../../store/real.png,climbs out\n")
     with pytest.raises(UserError, match="is outside"):
         open_source("folder", [root])
+
+
+def test_a_small_dataset_keeps_both_splits_whatever_the_fraction_rounds_to(tmp_path):
+    root = class_folders(tmp_path / "mine", classes=3, per_class=2)
+    by_class = open_source("folder", [root], test_fraction=0.1, split_by="class").splits()
+    assert len({ref.label_ids for ref in by_class["test"]}) == 1 and len(by_class["train"]) == 4
+    by_image = open_source("folder", [root], test_fraction=0.05).splits()
+    assert (len(by_image["train"]), len(by_image["test"])) == (5, 1)
+    assert len(open_source("folder", [root], test_fraction=0.99).splits()["train"]) == 1
+    assert open_source("folder", [root], test_fraction=0.0).splits()["test"] == []

@@ -135,6 +135,14 @@ def folder_label(root: Path, path: Path) -> list[str]:
     return ["/".join(parts)] if parts else []
 
 
+def held_out_count(fraction: float, total: int) -> int:
+    """How many of `total` images or classes go to test: the rounded fraction, but at least one when the fraction is
+    above zero and at most all but one, so that a small dataset keeps both splits."""
+    if fraction <= 0 or total < 2:
+        return 0
+    return min(max(round(fraction * total), 1), total - 1)
+
+
 class FolderSource(Source):
     name = "folder"
 
@@ -198,12 +206,12 @@ class FolderSource(Source):
         if self.split_by == "class":
             if self.multi_label or not self.class_names:
                 raise UserError("--split-by class needs single-label data; use --split-by image")
-            count = round(self.test_fraction * len(self.class_names))
+            count = held_out_count(self.test_fraction, len(self.class_names))
             test = {self.class_names[i] for i in rng.permutation(len(self.class_names))[:count]}
             splits = ["test" if names and names[0] in test else "train" for names in self.example_labels]
             return (f"class-disjoint: {count} of {len(self.class_names)} classes (fraction {self.test_fraction}, "
                     f"seed {self.seed}) are test"), splits
-        count = round(self.test_fraction * len(self.entries))
+        count = held_out_count(self.test_fraction, len(self.entries))
         test = set(rng.permutation(len(self.entries))[:count].tolist())
         splits = ["test" if i in test else "train" for i in range(len(self.entries))]
         return f"by image: {count} of {len(self.entries)} images (fraction {self.test_fraction}, seed {self.seed}) " \
