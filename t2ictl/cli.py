@@ -12,6 +12,7 @@ import typer
 from t2ictl import __version__, startup
 from t2ictl.commands.bench import bench
 from t2ictl.commands.export import export
+from t2ictl.commands.imports import import_app
 from t2ictl.commands.prepare import prepare
 from t2ictl.commands.pretrain import pretrain
 from t2ictl.commands.recipes import recipes_app
@@ -41,6 +42,7 @@ app.command("export")(export)
 app.command("score")(score)
 app.command("bench")(bench)
 app.add_typer(recipes_app, name="recipes")
+app.add_typer(import_app, name="import")
 
 _DEBUG = {"on": False}
 

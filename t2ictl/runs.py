@@ -79,26 +79,45 @@ def default_run_dir(recipe: recipes.Recipe) -> Path:
 
 
 def open_run(path: Path, recipe: recipes.Recipe, data_dir: Path, phase: str, resume: bool) -> RunDir:
-    """Create the run directory, or check that resuming it continues the same recipe on the same data."""
+    """Create the run directory, or check that resuming it continues the same recipe on the same data.
+
+    The run's vocabulary is its text encoder's: in the GAN phase the existing encoders' (from train.encoders, or
+    imported), whose vocabulary then tokenizes the data's captions; else (pretraining) the data's.
+    """
     run = RunDir(Path(path))
-    data_vocab = Vocabulary.load(data_dir / VOCAB)
+    encoders = run.encoders_for(recipe)
+    from_encoders = phase == "train" and (encoders / ENCODERS_INFO).exists()
+    vocab_file = encoders_vocab_file(encoders) if from_encoders else data_dir / VOCAB
+    source = f"the encoders in {encoders}" if from_encoders else str(data_dir)
+    vocab = Vocabulary.load(vocab_file)
     if run.has_checkpoint(phase):
         if not resume:
             raise UserError(f"{run.path} already holds a {phase} checkpoint; pass --resume to continue it or "
                             "--run-dir for a new run")
         _check_same_recipe(run, recipe)
-        if run.vocab().words != data_vocab.words:
-            raise UserError(f"the vocabulary of {data_dir} differs from the one {run.path} was trained with; "
+        if not _same_vocabulary(run.vocab(), vocab):
+            raise UserError(f"the vocabulary of {source} differs from the one {run.path} was trained with; "
                             "point --data at the data the run was made from")
     elif resume and not run.path.exists():
         raise UserError(f"nothing to resume: {run.path} does not exist")
     run.path.mkdir(parents=True, exist_ok=True)
     fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
     if not run.vocab_file.exists():
-        shutil.copyfile(data_dir / VOCAB, run.vocab_file)
-    elif run.vocab().words != data_vocab.words:
-        raise UserError(f"{run.path} was made with another vocabulary than {data_dir}; use another --run-dir")
+        shutil.copyfile(vocab_file, run.vocab_file)
+    elif not _same_vocabulary(run.vocab(), vocab):
+        raise UserError(f"{run.path} was made with another vocabulary than {source}; use another --run-dir")
     return run
+
+
+def _same_vocabulary(a: Vocabulary, b: Vocabulary) -> bool:
+    return (a.words, a.tokenizer) == (b.words, b.tokenizer)
+
+
+def encoders_vocab_file(folder: Path) -> Path:
+    """The vocabulary of the text encoder in `folder`: its own vocab.json, else its run's."""
+    folder = Path(folder)
+    own = folder / VOCAB
+    return own if own.exists() else folder.parent / VOCAB
 
 
 def _check_same_recipe(run: RunDir, recipe: recipes.Recipe) -> None:
@@ -131,40 +150,56 @@ def find_encoders(path: Path) -> Path:
     return path / "encoders" if (path / "encoders").is_dir() else path
 
 
-def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model, recipe: recipes.Recipe,
-                  text_scales: tuple[float, float] = (1.0, 1.0)) -> None:
+def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model | None, recipe: recipes.Recipe,
+                  text_scales: tuple[float, float] = (1.0, 1.0), vocab: Vocabulary | None = None,
+                  source: dict | None = None) -> None:
+    """Write the encoders (the image encoder may be absent: imported text-only), their vocabulary when it is not
+    the run's, and encoders.json with where they came from."""
     for model, filename in ((text_encoder, TEXT_ENCODER_FILE), (image_encoder, IMAGE_ENCODER_FILE)):
-        with fileio.atomic_path(folder / filename) as tmp:
-            model.save(tmp)
+        if model is not None:
+            with fileio.atomic_path(folder / filename) as tmp:
+                model.save(tmp)
+    if vocab is not None:
+        vocab.save(folder / VOCAB)
     info = {"text_dim": recipe.pretrain.text_dim, "max_words": recipe.data.max_words,
             "image_size": recipe.data.image_size, "image_trunk": recipe.pretrain.image_trunk,
-            "dataset": recipe.data.dataset, "contrastive": recipe.contrastive.enabled,
+            "image_encoder": image_encoder is not None,
+            "dataset": recipe.data.dataset,
+            "contrastive": recipe.contrastive.enabled and source is None,  # released encoders were trained without
             "sentence_scale": text_scales[0], "word_scale": text_scales[1]}
+    if source is not None:
+        info["source"] = source
     fileio.write_json(folder / ENCODERS_INFO, info)
 
 
 def load_encoders(folder: Path, recipe: recipes.Recipe | None = None) -> tuple[Encoders, dict]:
     """The frozen encoders in `folder` and their encoders.json; with a recipe, checked to fit its data sizes."""
     folder = Path(folder)
-    paths = [folder / TEXT_ENCODER_FILE, folder / IMAGE_ENCODER_FILE, folder / ENCODERS_INFO]
+    paths = [folder / TEXT_ENCODER_FILE, folder / ENCODERS_INFO]
     missing = [p for p in paths if not p.exists()]
     if missing:
         raise UserError(f"no pretrained encoders in {folder} ({missing[0].name} missing); run `t2ictl pretrain` "
                         "first or point --encoders at a pretraining run")
+    info = json.loads(paths[1].read_text())
+    has_image = info.get("image_encoder", True)
+    if has_image and not (folder / IMAGE_ENCODER_FILE).exists():
+        raise UserError(f"the encoders in {folder} lack {IMAGE_ENCODER_FILE}; pretrain or import them again")
     try:
         text = keras.models.load_model(paths[0], compile=False)
-        image = keras.models.load_model(paths[1], compile=False)
+        image = keras.models.load_model(folder / IMAGE_ENCODER_FILE, compile=False) if has_image else None
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot load the encoders in {folder}: {exc}") from None
-    info = json.loads(paths[2].read_text())
     for key, expected in (() if recipe is None else
                           (("max_words", recipe.data.max_words), ("image_size", recipe.data.image_size))):
         if info[key] != expected:
             raise UserError(f"the encoders in {folder} were pretrained with {key} = {info[key]}, the recipe has "
                             f"{expected}; pretrain again or fix the recipe")
     text.trainable = False
-    image.trainable = False
-    return Encoders(text, image, float(info.get("word_scale", 1.0))), info
+    if image is not None:
+        image.trainable = False
+    vocab_file = encoders_vocab_file(folder)
+    vocab = Vocabulary.load(vocab_file) if vocab_file.exists() else None
+    return Encoders(text, image, float(info.get("word_scale", 1.0)), vocab), info
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from t2ictl import fileio
-from t2ictl.data.vocab import PAD_ID, Vocabulary
+from t2ictl.data.vocab import PAD_ID, Vocabulary, tokenize
 from t2ictl.errors import UserError
 from t2ictl.models.text_encoder import text_features
 
@@ -36,14 +36,15 @@ def tokenize_captions(captions: list[str], vocab: Vocabulary, max_words: int) ->
     tokens = np.full((len(captions), max_words), PAD_ID, np.int32)
     unknown = []
     for row, caption in enumerate(captions):
-        ids = vocab.encode(caption)
-        if not ids:
+        words, unknown_words = tokenize(caption, vocab.tokenizer), vocab.unknown_words(caption)
+        if not words:
             raise UserError(f"caption {caption!r} has no words")
-        if all(i == 1 for i in ids):
+        if len(unknown_words) == len(words):
             raise UserError(f"caption {caption!r} has only words the model does not know")
+        ids = vocab.encode(caption)
         ids = ids[:max_words]
         tokens[row, : len(ids)] = ids
-        unknown.append(vocab.unknown_words(caption))
+        unknown.append(unknown_words)
     return tokens, unknown
 
 

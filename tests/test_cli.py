@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "score", "bench", "recipes"]
+COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "score", "bench", "recipes", "import"]
 
 
 def t2ictl(*args, cwd=None):
@@ -31,12 +31,12 @@ def test_every_option_has_help(command):
 
     from t2ictl.cli import app
 
-    group = get_command(app)
-    cmd = group.commands[command]
-    assert cmd.help, f"{command} has no docstring"
-    for param in cmd.params:
-        if param.param_type_name == "option":
-            assert param.help, f"{command} {param.opts} has no help"
+    cmd = get_command(app).commands[command]
+    for name, sub in [(command, cmd), *((f"{command} {n}", c) for n, c in getattr(cmd, "commands", {}).items())]:
+        assert sub.help, f"{name} has no docstring"
+        for param in sub.params:
+            if param.param_type_name == "option":
+                assert param.help, f"{name} {param.opts} has no help"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -52,6 +52,7 @@ def test_every_option_has_help(command):
     (["sample", "a red bird", "--model", "no/such/model"], "not a model written by"),
     (["export", "--run", "no/such/run", "--out", "x"], "does not exist"),
     (["recipes", "show", "nope"], "unknown recipe"),
+    (["import", "damsm", "--text-encoder", "no.pth", "--captions", "no.pickle", "--run-dir", "r"], "no.pickle"),
     # checked before any data is read or pretraining starts: no data folder exists here
     (["train", "--recipe", "shapes-attngan", "--set", "model.stages=4"], "first stage of at least 8 px"),
     (["train", "--recipe", "shapes-attngan", "--set", "data.extra_sizes=[]"], "add them to data.extra_sizes"),

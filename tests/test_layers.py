@@ -10,6 +10,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "t2ictl"
 FLOORS = [  # lowest first
     {"errors", "fileio", "console", "startup", "__init__"},
+    {"torch_files"},
     {"losses"},
     {"models"},
     {"data"},

@@ -14,7 +14,7 @@ import pytest
 from torch_format import Tensor, write_legacy, write_python2_pickle, write_zip
 
 from t2ictl.errors import UserError
-from t2ictl.interop.torch_files import read_checkpoint, read_pickle, strip_module_prefix
+from t2ictl.torch_files import read_checkpoint, read_pickle, strip_module_prefix
 
 WRITERS = {"zip": write_zip, "legacy": write_legacy}
 

@@ -28,9 +28,10 @@ def sample(
         raise UserError(f"--out must name a .png file, got {out}")
     sampler = runs.open_sampler(run, model)
     _, unknown = sampling.tokenize_captions(captions, sampler.vocab, sampler.max_words)
+    treatment = "dropped (as the DAMSM loaders drop them)" if sampler.vocab.drops_unknown else "read as <unk>"
     for caption, words in zip(captions, unknown):
         if words:
-            err_console.print(f"warning: not in the vocabulary, read as <unk>: {', '.join(words)} (in {caption!r})",
+            err_console.print(f"warning: not in the vocabulary, {treatment}: {', '.join(words)} (in {caption!r})",
                               markup=False)
     images = sampler.sample(captions, per_caption=n, seed=seed, truncation=truncation)
     sampling.write_grid(out, images)

@@ -54,7 +54,7 @@ def score(
     if sum(x is not None for x in (run, model, images)) != 1:
         raise UserError("pass exactly one of --run DIR, --model DIR or --images DIR")
     started = time.perf_counter()
-    sampler, recipe_data, encoder_models = scoring.open_source(run, model, encoders)
+    sampler, recipe_data, damsm = scoring.open_source(run, model, encoders)
     data = data or recipe_data
     if images is None and data is None:
         raise UserError("pass --data DIR: the prepared dataset whose captions the images are generated from")
@@ -73,8 +73,11 @@ def score(
     readers = {}
     if classifier is not None:
         readers["is_logits"] = lambda batch_images: classifier(batch_images)[1]
-    if encoder_models is not None and sampler is not None:
-        readers["damsm"] = scoring.damsm_image_reader(encoder_models[1])
+    if damsm is not None and damsm.image is not None and sampler is not None:
+        readers["damsm"] = scoring.damsm_image_reader(damsm.image)
+    elif damsm is not None and sampler is not None:
+        err_console.print("note: no R-precision: the run's encoders have no image encoder (import one with "
+                          "--image-encoder)", markup=False)
     measured = scoring.measure(network, generated, "generated images", keep_logits=classifier is None,
                                readers=readers)
     real_mu, real_sigma, hit = scoring.real_statistics(
@@ -89,7 +92,8 @@ def score(
     logits = np.concatenate(measured.logits) if classifier is None else measured.concatenated("is_logits")
     rows.append(_row("IS", *inception_score(logits), count, (classifier or network).identity, "10 splits"))
     if "damsm" in readers:
-        r_precision = scoring.encoder_r_precision(encoder_models[0], sampler.vocab, sampler.max_words,
+        r_precision = scoring.encoder_r_precision(damsm.text, damsm.vocab or sampler.vocab,
+                                                  damsm.text.input_shape[1],
                                                   measured.concatenated("damsm"), np.concatenate(measured.caption_ids),
                                                   generated.captions, seed)
         rows.append(_row("R-precision", *r_precision, count, "DAMSM", "1 true caption of 100"))

@@ -210,18 +210,16 @@ def encoder_r_precision(text_encoder, vocab, max_words: int, image_features: np.
 
 
 def open_source(run: Path | None, model: Path | None, encoders: Path | None):
-    """(sampler or None, data folder of a run's recipe or None, (text, image) DAMSM encoders or None)."""
+    """(sampler or None, data folder of a run's recipe or None, the DAMSM Encoders for R-precision or None)."""
     from t2ictl import runs
 
     chosen = None if encoders is None else runs.load_encoders(runs.find_encoders(encoders))[0]
     if run is not None:
         sampler, recipe, backbone = runs.open_generator(runs.RunDir(run))
-        own = chosen or backbone.encoders  # the run's own, already loaded with its generator
-        return sampler, recipe.data.path, (own.text, own.image)
+        return sampler, recipe.data.path, chosen or backbone.encoders  # the run's own, loaded with its generator
     if model is None:
         return None, None, None
-    sampler = runs.open_sampler(model=model)
-    return sampler, None, (None if chosen is None else (chosen.text, chosen.image))
+    return runs.open_sampler(model=model), None, chosen
 
 
 def write_json(path: Path, rows: list[dict]) -> None:

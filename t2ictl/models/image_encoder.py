@@ -6,6 +6,9 @@ the 17x17x768 map after `mixed7` (torchvision's Mixed_6e) is projected by a 1x1 
 AttnGAN freezes the ImageNet trunk and trains only the two projections; a trunk built without pretrained weights must be
 trained, so `train_trunk="auto"` trains it exactly when no weights are loaded.
 
+`inception_v3_torchvision`: the same encoder on torchvision's Inception-v3 (`torch_inception.py`), the network of
+AttnGAN's released DAMSM image encoders; `weights` may name torchvision's ImageNet `.pth` file (AttnGAN's start).
+
 `small`: four stride-2 convolutions; the map after three of them (size/8) gives the regions and the pooled last one the
 global feature. It keeps pretraining on 64-px embedded data to seconds per epoch on a CPU.
 """
@@ -18,6 +21,8 @@ import keras
 from keras import layers, ops
 
 from t2ictl.errors import UserError
+from t2ictl.torch_files import StateDict, read_checkpoint
+from t2ictl.models.torch_inception import build_torch_inception, torch_inception_weights
 
 INCEPTION_LOCAL_LAYER = "mixed7"
 INCEPTION_GLOBAL_LAYER = "mixed10"
@@ -33,12 +38,14 @@ def build_image_encoder(trunk: str, image_size: int, text_dim: int = 256, weight
     images = keras.Input(shape=(image_size, image_size, 3), name="images")
     if trunk == "inception_v3":
         local_map, pooled = _inception_trunk(images, weights, train_trunk)
+    elif trunk == "inception_v3_torchvision":
+        local_map, pooled = _torchvision_trunk(images, weights, train_trunk)
     elif trunk == "small":
         if weights != "none":
             raise UserError("the small image trunk has no pretrained weights; set pretrain.image_weights = \"none\"")
         local_map, pooled = _small_trunk(images, width)
     else:
-        raise UserError(f"unknown image trunk {trunk!r}; use inception_v3 or small")
+        raise UserError(f"unknown image trunk {trunk!r}; use inception_v3, inception_v3_torchvision or small")
     init = keras.initializers.RandomUniform(-0.1, 0.1)
     local = layers.Conv2D(text_dim, 1, use_bias=False, kernel_initializer=init, name="local_projection")(local_map)
     regions = layers.Reshape((-1, text_dim), name="regions")(local)
@@ -58,6 +65,18 @@ def _inception_trunk(images, weights: str, train_trunk: str):
     local_map, last_map = trunk(resized, training=None if trainable else False)
     pooled = layers.GlobalAveragePooling2D(name="pool")(last_map)
     return local_map, pooled
+
+
+def _torchvision_trunk(images, weights: str, train_trunk: str):
+    resized = layers.Resizing(INCEPTION_SIZE, INCEPTION_SIZE, interpolation="bilinear", name="resize_299")(images)
+    trunk = build_torch_inception("torchvision")
+    if weights != "none":
+        torch_inception_weights(trunk, StateDict(read_checkpoint(Path(weights)), Path(weights)))
+    trainable = {"auto": weights == "none", "true": True, "false": False}[train_trunk]
+    trunk.trainable = trainable
+    maps = trunk(resized, training=None if trainable else False)
+    pooled = layers.GlobalAveragePooling2D(name="pool")(maps["mixed_7c"])
+    return maps["mixed_6e"], pooled
 
 
 def _load_inception_weights(base: keras.Model, weights: str) -> bool:

@@ -88,8 +88,8 @@ class PretrainConfig:
     embedding_dim: int = 300
     text_dim: int = 256
     text_dropout: float = 0.5
-    image_trunk: str = "inception_v3"  # inception_v3 (the paper's) | small (embedded data)
-    image_weights: str = "imagenet"  # imagenet | none | path to an include_top=False weights file
+    image_trunk: str = "inception_v3"  # inception_v3 (the paper's) | inception_v3_torchvision (AttnGAN's) | small
+    image_weights: str = "imagenet"  # imagenet | none | path: Keras include_top=False .h5, or torchvision's .pth
     train_trunk: str = "auto"  # auto: train the trunk only when it has no pretrained weights | true | false
     small_trunk_width: int = 32
     gamma1: float = 4.0  # AttnGAN TRAIN.SMOOTH.GAMMA1
@@ -110,10 +110,14 @@ class PretrainConfig:
             raise ValueError("learning_rate must be in (0, 1) and lr_decay in (0, 1]")
         if not 0 <= self.text_dropout < 1:
             raise ValueError(f"text_dropout: must be in [0, 1), got {self.text_dropout}")
-        _choice("image_trunk", self.image_trunk, ("inception_v3", "small"))
+        _choice("image_trunk", self.image_trunk, ("inception_v3", "inception_v3_torchvision", "small"))
         _choice("train_trunk", self.train_trunk, ("auto", "true", "false"))
         if self.image_trunk == "small" and self.image_weights != "none":
             raise ValueError('image_weights: the small trunk has no pretrained weights, use "none"')
+        if self.image_trunk == "inception_v3_torchvision" and self.image_weights == "imagenet":
+            raise ValueError('image_weights: the torchvision trunk reads torchvision\'s ImageNet weights from their '
+                             'file (download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth): give its path, '
+                             'or "none"')
 
 
 @dataclass

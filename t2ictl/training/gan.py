@@ -19,6 +19,7 @@ from t2ictl.console import console
 from t2ictl.data import pipeline
 from t2ictl.data.prepare import load_manifest
 from t2ictl.data.vocab import Vocabulary
+from t2ictl.errors import UserError
 from t2ictl.models import backbones
 from t2ictl.models.text_encoder import text_features
 from t2ictl.recipes import Recipe
@@ -41,6 +42,10 @@ class GANPhase(Phase):
     def build(self) -> None:
         self.encoders, info = runs.load_encoders(self.encoders_dir, self.recipe)
         self.backbone = runs.build_backbone(self.recipe, self.encoders, info["text_dim"])
+        if self.encoders.image is None and (self.backbone.uses_image_encoder or self.recipe.contrastive.enabled):
+            needs = "the contrastive loss" if self.recipe.contrastive.enabled else f"{self.backbone.name}'s losses"
+            raise UserError(f"{needs} read images with the DAMSM image encoder, and the encoders in "
+                            f"{self.encoders_dir} have none; import them with --image-encoder")
         self.backbone.build()
         self.generator = self.backbone.generator
         self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone)

@@ -200,6 +200,7 @@ def discriminator_widths(size: int) -> list[int]:
 
 class AttnGAN(Backbone):
     config_class = AttnGANConfig
+    uses_image_encoder = True
     config: AttnGANConfig
     name = "attngan"
 

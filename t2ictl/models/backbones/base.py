@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # the recipe loader imports this module; TensorFlow is loaded
     import keras
     import tensorflow as tf
 
+    from t2ictl.data.vocab import Vocabulary
     from t2ictl.models.text_encoder import TextFeatures
 
 
@@ -57,12 +58,14 @@ class Encoders:
     """The frozen pretrained encoders, for backbones whose losses use them (AttnGAN's DAMSM loss)."""
 
     text: keras.Model
-    image: keras.Model
+    image: keras.Model | None  # None when only a text encoder was imported
     word_scale: float = 1.0  # the text encoder's calibration of word features (encoders.json), 1.0 if uncalibrated
+    vocab: Vocabulary | None = None  # the text encoder's vocabulary
 
 
 class Backbone(abc.ABC):
     config_class: type[BackboneConfig] = BackboneConfig
+    uses_image_encoder = False  # its losses read generated images with the DAMSM image encoder
 
     def __init__(self, config: BackboneConfig, image_size: int, text_dim: int, max_words: int,
                  encoders: Encoders | None = None):

@@ -146,6 +146,7 @@ class SSACNBlock(layers.Layer):
 
 class SSAGAN(DFGAN):
     config_class = SSAGANConfig
+    uses_image_encoder = True
     config: SSAGANConfig
     d_width_cap = 16  # NetD: ndf x 1, 2, 4, 8, 16, 16, 16
 

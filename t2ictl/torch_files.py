@@ -127,6 +127,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 def read_pickle(path: Path) -> Any:
     """A pickle of builtin containers (the DAMSM captions pickle), byte strings read as latin-1."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such pickle: {path}")
     try:
         with path.open("rb") as handle:
             return RestrictedUnpickler(handle, path).load()
@@ -213,3 +215,27 @@ def _resolve(value):
 def strip_module_prefix(state: dict) -> dict:
     """A state dict without the `module.` prefix of nn.DataParallel saves (keys without it are kept as they are)."""
     return collections.OrderedDict((k[len("module."):] if k.startswith("module.") else k, v) for k, v in state.items())
+
+
+class StateDict:
+    """A checkpoint's parameters by name. Taking one checks its shape (in torch's layout) and names the file and the
+    parameter in any error; `unused` lists what nothing took."""
+
+    def __init__(self, arrays: dict, path: Path, what: str = ""):
+        bad = [k for k, v in arrays.items() if not (isinstance(k, str) and isinstance(v, np.ndarray))]
+        if bad:
+            raise UserError(f"{path}: {what or 'the file'} is not a state dict of tensors (entry {bad[0]!r})")
+        self.arrays, self.path, self.taken = strip_module_prefix(arrays), Path(path), set()
+
+    def __call__(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        if key not in self.arrays:
+            raise UserError(f"{self.path}: parameter {key} is missing; is this the right file?")
+        array = self.arrays[key]
+        if array.shape != tuple(shape):
+            raise UserError(f"{self.path}: parameter {key} has shape {list(array.shape)}, the model needs "
+                            f"{list(shape)}; the file was trained with other sizes than the recipe's")
+        self.taken.add(key)
+        return array.astype(np.float32)
+
+    def unused(self) -> list[str]:
+        return sorted(k for k in self.arrays if k not in self.taken and not k.endswith("num_batches_tracked"))

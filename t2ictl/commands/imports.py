@@ -1,0 +1,53 @@
+"""`t2ictl import`: the field's released PyTorch files (DAMSM encoders, generator checkpoints) as t2ictl runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from t2ictl.commands import common
+from t2ictl.console import console, table
+
+import_app = typer.Typer(help="Import the field's released PyTorch files as t2ictl runs (read safely: no file can "
+                         "run code, torch is not needed).", no_args_is_help=True, rich_markup_mode=None)
+
+TEXT_ENCODER_HELP = "AttnGAN's DAMSM text encoder (RNN_ENCODER), e.g. text_encoder200.pth (birds), text_encoder100.pth."
+CAPTIONS_HELP = "The captions pickle the encoder was trained with (captions.pickle; DF-GAN's captions_DAMSM.pickle)."
+IMAGE_ENCODER_HELP = ("Its DAMSM image encoder (CNN_ENCODER), e.g. image_encoder200.pth; needed for R-precision, "
+                      "the contrastive loss and AttnGAN's or SSA-GAN's DAMSM loss.")
+IMPORT_RECIPE_HELP = ("The recipe whose data the encoders will serve (its max words and image size), a name or a "
+                      ".toml path.")
+OVERWRITE_HELP = "Replace what an earlier import wrote in --run-dir."
+
+
+@import_app.command("damsm")
+def damsm(
+    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
+    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
+    image_encoder: Optional[Path] = typer.Option(None, "--image-encoder", help=IMAGE_ENCODER_HELP),
+    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (recipe, vocabulary, encoders/)."),
+    recipe: str = typer.Option("cub", "--recipe", "-r", help=IMPORT_RECIPE_HELP),
+    set_: Optional[List[str]] = common.SetOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Import released DAMSM encoders and their vocabulary as the encoders of a run.
+
+    The run then serves `t2ictl train --set train.encoders=RUN_DIR` (every DAMSM-based backbone trains on the field's
+    standard encoders) and R-precision in `t2ictl score`. Captions are tokenized as the official loaders do: lower
+    case, word characters, non-ASCII letters removed, words outside the vocabulary dropped.
+    """
+    from t2ictl.interop import damsm as damsm_files
+
+    done = damsm_files.import_encoders(text_encoder, image_encoder, captions, run_dir, recipe, set_ or [], overwrite)
+    train_count, test_count = done["captions"]
+    console.print(table(f"imported DAMSM encoders into {run_dir}", ["item", "value"], [
+        ("vocabulary", f"{len(done['vocab']) - 1} words + <end> (official ids)"),
+        ("captions pickle", f"{train_count} train, {test_count} test captions"),
+        ("text encoder", f"bi-LSTM, {done['text_dim']}-d words and sentences"),
+        ("image encoder", "torchvision Inception-v3" if done["image"] else "none (no --image-encoder)"),
+        ("recipe", f"{done['recipe'].name}: {done['recipe'].data.max_words} words, "
+                   f"{done['recipe'].data.image_size} px"),
+    ]))
+    console.print(f"train on them with: t2ictl train --recipe {recipe} --set train.encoders={run_dir}")
