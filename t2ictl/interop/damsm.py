@@ -59,12 +59,11 @@ def text_encoder_state(path: Path) -> StateDict:
 
 def text_encoder_sizes(state: StateDict) -> tuple[int, int, int]:
     """(vocabulary size, embedding dim, text dim) of an RNN_ENCODER state dict."""
-    for key in ("encoder.weight", "rnn.weight_hh_l0"):
-        if key not in state.arrays:
-            raise UserError(f"{state.path}: parameter {key} is missing; not a DAMSM text encoder (RNN_ENCODER)")
+    for key in ("encoder.weight", "rnn.weight_ih_l0"):
+        if key not in state.arrays or state.arrays[key].ndim != 2:
+            raise UserError(f"{state.path}: no 2-d parameter {key}; not a DAMSM text encoder (RNN_ENCODER)")
     vocab_size, embedding_dim = state.arrays["encoder.weight"].shape
-    hidden = state.arrays["rnn.weight_hh_l0"].shape[1]
-    return vocab_size, embedding_dim, 2 * hidden
+    return vocab_size, embedding_dim, 2 * (state.arrays["rnn.weight_ih_l0"].shape[0] // 4)
 
 
 def load_text_encoder(state: StateDict, vocab: Vocabulary, max_words: int) -> keras.Model:
