@@ -225,7 +225,7 @@ class StateDict:
         bad = [k for k, v in arrays.items() if not (isinstance(k, str) and isinstance(v, np.ndarray))]
         if bad:
             raise UserError(f"{path}: {what or 'the file'} is not a state dict of tensors (entry {bad[0]!r})")
-        self.arrays, self.path, self.taken = strip_module_prefix(arrays), Path(path), set()
+        self.arrays, self.path, self.what, self.taken = strip_module_prefix(arrays), Path(path), what, set()
 
     def __call__(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
         if key not in self.arrays:

@@ -51,3 +51,38 @@ def damsm(
                    f"{done['recipe'].data.image_size} px"),
     ]))
     console.print(f"train on them with: t2ictl train --recipe {recipe} --set train.encoders={run_dir}")
+
+
+@import_app.command("dfgan")
+def dfgan(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="DF-GAN's checkpoint (tobran/DF-GAN "
+                                    "state_epoch_XXX.pth: netG, netD, netC and, when saved, both Adam states)."),
+    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
+    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
+    image_encoder: Optional[Path] = typer.Option(None, "--image-encoder", help=IMAGE_ENCODER_HELP),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe of the data the model was trained on (cub, "
+                               "coco, or a .toml path); the file's sizes (nf, z_dim, image size) override it."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    set_: Optional[List[str]] = common.SetOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Import a DF-GAN checkpoint as a training run that sample, export, score and train --resume accept.
+
+    The run keeps the official architecture (the embedded recipe's d_gate_init and project_condition stay off) and
+    the released text encoder's features as they are; its EMA generator starts at the official netG. Without
+    --image-encoder the run has no R-precision and trains on without the contrastive loss.
+    """
+    from t2ictl.interop import dfgan as dfgan_files
+
+    done = dfgan_files.import_checkpoint(checkpoint, text_encoder, captions, image_encoder, run_dir, recipe,
+                                         set_ or [], overwrite)
+    model = done["recipe"].model
+    console.print(table(f"imported DF-GAN into {run_dir}", ["item", "value"], [
+        ("generator", f"nf {model.nf}, z {model.z_dim}, {done['recipe'].data.image_size} px"),
+        ("parameters", done["parameters"]),
+        ("epoch in the file", "-" if done["epoch"] is None else done["epoch"]),
+        ("Adam state", f"yes, step {done['step']}" if done["adam"] else "none in the file (restarts at step 0)"),
+        ("image encoder", "yes" if done["image"] else "none (no R-precision, no contrastive loss)"),
+        ("checkpoint", done["checkpoint"]),
+    ]))
+    console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")

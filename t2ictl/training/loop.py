@@ -91,8 +91,7 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     with strategy.scope():
         phase.build()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    trackables = phase.trackables()
-    checkpoint = tf.train.Checkpoint(step=step, **trackables, **_random_states(trackables))
+    checkpoint = phase_checkpoint(phase, step)
     _restore(checkpoint, run_dir.checkpoints(phase.name))
     _check_workers_agree(strategy, step)
     manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
@@ -107,6 +106,20 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
         console.print(f"{phase.name}: already at step {start} of {schedule.total_steps}; nothing to train")
     phase.export()
     return metrics
+
+
+def phase_checkpoint(phase: Phase, step: tf.Variable) -> tf.train.Checkpoint:
+    """What a checkpoint of a built phase holds: the step, the phase's trackables and its layers' random states."""
+    trackables = phase.trackables()
+    return tf.train.Checkpoint(step=step, **trackables, **_random_states(trackables))
+
+
+def write_checkpoint(phase: Phase, run_dir: RunDir, step: int) -> str:
+    """Save a built phase (e.g. imported weights) as the checkpoint of `step` that `run` resumes from."""
+    variable = tf.Variable(step, dtype=tf.int64, trainable=False, name="step")
+    manager = tf.train.CheckpointManager(phase_checkpoint(phase, variable), str(run_dir.checkpoints(phase.name)),
+                                         max_to_keep=None)
+    return manager.save(checkpoint_number=step)
 
 
 def _check_workers_agree(strategy: tf.distribute.Strategy, step: tf.Variable) -> None:
