@@ -47,7 +47,8 @@ def random_state(shapes: dict, rng) -> collections.OrderedDict:
 def text_encoder_state(vocab_size: int, rng) -> collections.OrderedDict:
     shapes = {"encoder.weight": (vocab_size, EMBEDDING)}
     for suffix in ("", "_reverse"):
-        shapes |= {f"rnn.weight_ih_l0{suffix}": (4 * HIDDEN, EMBEDDING), f"rnn.weight_hh_l0{suffix}": (4 * HIDDEN, HIDDEN),
+        shapes |= {f"rnn.weight_ih_l0{suffix}": (4 * HIDDEN, EMBEDDING),
+                   f"rnn.weight_hh_l0{suffix}": (4 * HIDDEN, HIDDEN),
                    f"rnn.bias_ih_l0{suffix}": (4 * HIDDEN,), f"rnn.bias_hh_l0{suffix}": (4 * HIDDEN,)}
     return collections.OrderedDict((k, rng.uniform(-0.5, 0.5, s).astype(np.float32)) for k, s in shapes.items())
 
