@@ -309,3 +309,59 @@ def recomputed_scores(run, data, inception, num: int, batch: int) -> tuple[float
                         if captions[j] != captions[caption]))
     r_value = np.mean([fold.mean() for fold in np.array_split(np.array(hits), 10)])
     return fid_value, reference_inception_score(logits, 10)[0], r_value
+
+
+# -- the literature's FID network, statistics files and the protocol ---------------------------------------------------
+
+
+def test_pytorch_fid_weights_give_its_pool_features_and_logits(tmp_path):
+    """pytorch-fid's FID Inception (torchvision's names and shapes, fc of 1008 classes): average pools without the
+    border in Mixed_5b..7b, a max pool in Mixed_7c; pool = spatial mean of Mixed_7c, logits = fc(pool)."""
+    from test_import_damsm import random_state, torchvision_inception_shapes
+    from torch_format import Tensor, write_zip
+
+    from t2ictl import fileio
+
+    rng = np.random.default_rng(11)
+    state = random_state(torchvision_inception_shapes() | {"fc.weight": (1008, 2048), "fc.bias": (1008,)}, rng)
+    path = write_zip(tmp_path / "pt_inception-2015-12-05-6726825d.pth", {k: Tensor(v) for k, v in state.items()})
+    network = load_network(str(path))
+    assert network.mode == "PyTorch FID" and network.weights_sha256 == fileio.sha256_file(path)
+    model = network.model
+    names = {layer.name for layer in model.layers}
+    assert {"Mixed_7c.max_pool", "Mixed_7b.avg_pool", "Mixed_5b.avg_pool"} <= names
+    assert not any(name.endswith(".pad") for name in names)  # no zero border enters a mean
+    images = rng.integers(0, 256, size=(2, 64, 64, 3)).astype(np.uint8)
+    pool, logits = network(images)
+    maps = model(preprocess(images), training=False)["mixed_7c"].numpy()
+    np.testing.assert_allclose(pool, maps.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits, pool @ state["fc.weight"].T + state["fc.bias"], rtol=1e-4, atol=1e-4)
+
+
+def test_saved_statistics_score_as_the_folder_they_came_from(tiny_inception, tmp_path):
+    rng = np.random.default_rng(12)
+    write_images(tmp_path / "real", rng.integers(0, 256, size=(30, 32, 32, 3)).astype(np.uint8))
+    write_images(tmp_path / "fake", rng.integers(0, 200, size=(30, 32, 32, 3)).astype(np.uint8))
+    runner = CliRunner()
+    common = ["--inception", str(tiny_inception), "--no-cache", "--batch", "8"]
+    saved = runner.invoke(app, ["score", "--images", str(tmp_path / "real"), "--save-stats",
+                                str(tmp_path / "real.npz"), *common])
+    assert saved.exit_code == 0, repr(saved.exception)
+    with np.load(tmp_path / "real.npz") as stored:
+        assert sorted(stored.files) == ["mu", "sigma"] and stored["sigma"].shape == (2048, 2048)
+    for real_side in (["--reference", str(tmp_path / "real")], ["--reference-stats", str(tmp_path / "real.npz")]):
+        name = real_side[0].strip("-")
+        result = runner.invoke(app, ["score", "--images", str(tmp_path / "fake"), *real_side, *common,
+                                     "--json", str(tmp_path / f"{name}.json")])
+        assert result.exit_code == 0, repr(result.exception)
+    by_folder, by_stats = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("reference", "reference-stats"))
+    assert by_stats["results"][0]["value"] == pytest.approx(by_folder["results"][0]["value"], rel=1e-9)
+    protocol = by_stats["protocol"]
+    assert protocol["fid_mode"] == "TF FID" and protocol["n"] == 30 and protocol["seed"] == 0
+    assert protocol["real"]["kind"] == "statistics file" and len(protocol["real"]["sha256"]) == 64
+    assert by_folder["protocol"]["real"]["kind"] == "image folder"
+    assert protocol["network_sha256"] == by_folder["protocol"]["network_sha256"] is not None
+    np.savez(tmp_path / "bad.npz", mu=np.zeros(64), sigma=np.eye(64))
+    bad = runner.invoke(app, ["score", "--images", str(tmp_path / "fake"), "--reference-stats",
+                              str(tmp_path / "bad.npz"), *common])
+    assert isinstance(bad.exception, UserError) and "not the statistics of 2048-d" in str(bad.exception)

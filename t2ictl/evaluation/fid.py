@@ -8,6 +8,8 @@ noise), and its real part is used.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -50,10 +52,12 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = SQRTM_EPS) -> float:
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"feature statistics differ in shape: {mu1.shape} vs {mu2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(len(sigma1)) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    with warnings.catch_warnings():  # a singular product is expected with few images and handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(len(sigma1)) * eps
+            covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         worst = np.max(np.abs(np.diagonal(covmean).imag))
         if worst > IMAGINARY_TOLERANCE:

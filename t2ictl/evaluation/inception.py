@@ -1,10 +1,13 @@
 """The Inception-v3 network that FID and the Inception Score read images with.
 
-Three sources, one contract (uint8 images [B, H, W, 3] in, float32 2048-d pool features and class logits out):
-- a TF-Hub handle or URL (default: the TF-GAN evaluation Inception that TF-GAN's FID uses), or a local hub /
-  SavedModel folder: called with float32 images in [-1, 1] at 299x299, returning a dict with `pool_3` and `logits`;
+Four sources, one contract (uint8 images [B, H, W, 3] in, float32 2048-d pool features and class logits out), in two
+FID modes that the literature mixes up (the same images differ by up to 10 FID points between them):
+- "TF FID": a TF-Hub handle or URL (default: the TF-GAN evaluation Inception that TF-GAN's FID uses), or a local hub /
+  SavedModel folder, called with float32 images in [-1, 1] at 299x299 and returning `pool_3` and `logits`;
+- "PyTorch FID": pytorch-fid's FID Inception weights (`pt_inception-2015-12-05-6726825d.pth`, the network DF-GAN,
+  GALIP and most PyTorch papers report with), run by `models/torch_inception.py` as pytorch-fid runs them;
 - a Keras InceptionV3 weights file (`.h5` / `.weights.h5`, as `keras.applications.InceptionV3` saves it with its top):
-  the 2048-d `avg_pool` features and the `predictions` layer's logits (before its softmax).
+  the 2048-d `avg_pool` features and the `predictions` layer's logits (before its softmax), neither FID of the papers.
 Every image is resized to 299x299 with bilinear interpolation, half-pixel centres and no antialiasing (what
 `tf.image.resize` does, and what pytorch-fid's F.interpolate(mode='bilinear', align_corners=False) does), then scaled
 to [-1, 1], which is both networks' preprocessing.
@@ -23,6 +26,8 @@ from t2ictl.errors import UserError
 DEFAULT_HANDLE = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 INPUT_SIZE = 299
 POOL_DIM = 2048
+PYTORCH_FID_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   "pt_inception-2015-12-05-6726825d.pth")
 
 
 def preprocess(images) -> tf.Tensor:
@@ -35,8 +40,12 @@ def preprocess(images) -> tf.Tensor:
 class InceptionNetwork:
     """Callable: uint8 images -> (pool features [B, 2048], logits [B, classes]), both float32."""
 
-    def __init__(self, forward, identity: str):
+    def __init__(self, forward, identity: str, mode: str = "TF FID", weights_sha256: str | None = None,
+                 model=None):
         self.identity = identity  # names the network in the statistics cache key
+        self.model = model  # the Keras model inside, where there is one
+        self.mode = mode  # "TF FID", "PyTorch FID" or "Keras InceptionV3": which published FIDs compare
+        self.weights_sha256 = weights_sha256  # of the weights file, where one was given
         self._plain = lambda images: forward(preprocess(images))
         self._compiled = tf.function(self._plain, reduce_retracing=True)
 
@@ -55,15 +64,18 @@ def load_network(spec: str | None = None) -> InceptionNetwork:
     spec = spec or DEFAULT_HANDLE
     if spec.endswith(".h5"):
         return _keras_network(Path(spec))
+    if spec.endswith(".pth"):
+        return _pytorch_fid_network(Path(spec))
     if "://" not in spec:
         folder = Path(spec)
         if not folder.is_dir():
             raise UserError(f"--inception {spec}: no such folder or .h5 file")
-        return _hub_network(str(folder), f"saved_model:{_digest(folder / 'saved_model.pb')}")
+        digest = _digest(folder / "saved_model.pb")
+        return _hub_network(str(folder), f"saved_model:{digest[:16]}", digest)
     return _hub_network(spec, spec)
 
 
-def _hub_network(handle: str, identity: str) -> InceptionNetwork:
+def _hub_network(handle: str, identity: str, weights_sha256: str | None = None) -> InceptionNetwork:
     import tensorflow_hub as hub
 
     try:
@@ -81,7 +93,29 @@ def _hub_network(handle: str, identity: str) -> InceptionNetwork:
         pool = tf.reshape(tf.cast(outputs["pool_3"], tf.float32), [tf.shape(images)[0], -1])
         return pool, tf.cast(outputs["logits"], tf.float32)
 
-    return InceptionNetwork(forward, identity)
+    return InceptionNetwork(forward, identity, "TF FID", weights_sha256)
+
+
+def _pytorch_fid_network(path: Path) -> InceptionNetwork:
+    """pytorch-fid's FID Inception: its 2048-d pool features and its 1008-class logits."""
+    from t2ictl.models.torch_inception import build_torch_inception, torch_inception_weights
+    from t2ictl.torch_files import StateDict, read_checkpoint
+
+    if not path.is_file():
+        raise UserError(f"--inception {path}: no such file (pytorch-fid's weights: {PYTORCH_FID_URL})")
+    state = StateDict(read_checkpoint(path), path, "the FID Inception")
+    model = build_torch_inception("fid", name="fid_inception_v3")
+    torch_inception_weights(model, state)
+    classes = state.arrays.get("fc.weight", np.zeros((0, POOL_DIM))).shape[0]
+    kernel = state("fc.weight", (classes, POOL_DIM)).T
+    bias = state("fc.bias", (classes,))
+
+    def forward(images):
+        pool = tf.reduce_mean(model(images, training=False)["mixed_7c"], axis=[1, 2])
+        return pool, tf.matmul(pool, kernel) + bias
+
+    digest = fileio.sha256_file(path)
+    return InceptionNetwork(forward, f"pytorch-fid:{digest[:16]}", "PyTorch FID", digest, model)
 
 
 def _keras_network(path: Path) -> InceptionNetwork:
@@ -95,10 +129,11 @@ def _keras_network(path: Path) -> InceptionNetwork:
     except Exception as exc:
         raise UserError(f"--inception {path}: not Keras InceptionV3 weights with the top "
                         f"({(str(exc) or type(exc).__name__).splitlines()[0][:200]})") from None
-    return keras_model_network(model, f"keras:{_digest(path)}")
+    digest = _digest(path)
+    return keras_model_network(model, f"keras:{digest[:16]}", digest)
 
 
-def keras_model_network(model, identity: str) -> InceptionNetwork:
+def keras_model_network(model, identity: str, weights_sha256: str | None = None) -> InceptionNetwork:
     """A built keras.applications.InceptionV3 (with its top) as an InceptionNetwork."""
     import keras
 
@@ -109,10 +144,10 @@ def keras_model_network(model, identity: str) -> InceptionNetwork:
         pool = tf.cast(trunk(images, training=False), tf.float32)
         return pool, tf.matmul(pool, kernel) + bias
 
-    return InceptionNetwork(forward, identity)
+    return InceptionNetwork(forward, identity, "Keras InceptionV3", weights_sha256)
 
 
 def _digest(path: Path) -> str:
     if not path.is_file():
         raise UserError(f"--inception: {path} missing; the folder is not a SavedModel")
-    return fileio.sha256_file(path)[:16]
+    return fileio.sha256_file(path)

@@ -7,6 +7,7 @@ seeded random order, repeated until --num images (the papers use 30,000), one no
 
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,14 +53,16 @@ def caption_plan(count: int, num: int, seed: int) -> np.ndarray:
     return np.concatenate([rng.permutation(count) for _ in range(rounds)])[:num]
 
 
-def from_sampler(sampler, captions: list[str], num: int, batch: int, seed: int) -> GeneratedSide:
+def from_sampler(sampler, captions: list[str], num: int, batch: int, seed: int,
+                 truncation: float = 0.0) -> GeneratedSide:
     """Images of a Sampler or ExportedSampler for `num` captions of the split; the noise seed differs per batch."""
     plan = caption_plan(len(captions), num, seed)
 
     def batches():
         for start in range(0, num, batch):
             ids = plan[start:start + batch]
-            images = sampler.sample([captions[i] for i in ids], per_caption=1, seed=seed * 1_000_003 + start)
+            images = sampler.sample([captions[i] for i in ids], per_caption=1, seed=seed * 1_000_003 + start,
+                                    truncation=truncation)
             yield images[:, 0], ids
 
     return GeneratedSide(batches(), num, captions)
@@ -222,6 +225,110 @@ def open_source(run: Path | None, model: Path | None, encoders: Path | None):
     return runs.open_sampler(model=model), None, chosen
 
 
-def write_json(path: Path, rows: list[dict]) -> None:
-    fileio.write_json(path, {"results": rows, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+def write_json(path: Path, rows: list[dict], protocol: dict | None = None) -> None:
+    fileio.write_json(path, {"results": rows, **({"protocol": protocol} if protocol else {}),
+                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     console.print(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The real side and the protocol
+
+
+def read_stats_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mu [2048] and sigma [2048, 2048] of a statistics .npz (pytorch-fid's, DF-GAN's, GALIP's, or --save-stats')."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--reference-stats {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            mu, sigma = np.asarray(stored["mu"], np.float64), np.asarray(stored["sigma"], np.float64)
+    except KeyError:
+        raise UserError(f"--reference-stats {path}: no mu and sigma in the file") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--reference-stats {path}: not a readable .npz ({exc})") from None
+    if mu.shape != (POOL_DIM,) or sigma.shape != (POOL_DIM, POOL_DIM):
+        raise UserError(f"--reference-stats {path}: mu {list(mu.shape)} and sigma {list(sigma.shape)} are not the "
+                        f"statistics of {POOL_DIM}-d Inception pool features")
+    return mu, sigma
+
+
+def write_stats_file(path: Path, mu: np.ndarray, sigma: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=mu, sigma=sigma)  # pytorch-fid's --save-stats layout
+    fileio.write_bytes(Path(path), buffer.getvalue())
+
+
+@dataclass
+class RealSide:
+    """What generated images are compared with: a statistics file, a folder of images or a prepared split."""
+
+    data: Path | None
+    split: str
+    reference: Path | None = None
+    stats_file: Path | None = None
+
+    @property
+    def kind(self) -> str | None:
+        if self.stats_file is not None:
+            return "stats"
+        if self.reference is not None:
+            return "folder"
+        return "split" if self.data is not None else None
+
+    @property
+    def name(self) -> str:
+        return {"stats": str(self.stats_file), "folder": str(self.reference),
+                "split": f"{self.data} [{self.split}]"}.get(self.kind, "")
+
+    def check(self) -> None:
+        if self.kind == "stats":
+            read_stats_file(self.stats_file)
+        elif self.kind is not None:
+            check_real_side(self.data, self.split, self.reference)
+
+    def statistics(self, network: InceptionNetwork, size: int, batch: int, cache_folder: Path | None
+                   ) -> tuple[np.ndarray, np.ndarray, bool]:
+        if self.kind == "stats":
+            return (*read_stats_file(self.stats_file), False)
+        return real_statistics(network, lambda: real_side(self.data, self.split, self.reference, size, batch),
+                               real_key(self.data, self.split, self.reference, size), cache_folder)
+
+    def record(self) -> dict:
+        if self.kind == "stats":
+            return {"kind": "statistics file", "file": str(Path(self.stats_file).resolve()),
+                    "sha256": fileio.sha256_file(Path(self.stats_file))}
+        if self.kind == "folder":
+            return {"kind": "image folder", **folder_key(self.reference)}
+        from t2ictl.data.prepare import MANIFEST, load_manifest
+
+        manifest = load_manifest(self.data)
+        return {"kind": "prepared split", "data": str(Path(self.data).resolve()), "split": self.split,
+                "examples": manifest["splits"][self.split]["examples"],
+                "manifest_sha256": fileio.sha256_file(Path(self.data) / MANIFEST)}
+
+
+def protocol(network: InceptionNetwork, real: RealSide, count: int, truncation: float | None, seed: int,
+             generated: dict) -> dict:
+    """How a score was measured, so that two scores can be told comparable or not."""
+    from t2ictl import __version__
+
+    source = next(({"kind": k, "path": str(Path(v).resolve())} for k, v in generated.items() if v is not None), {})
+    return {"fid_mode": network.mode, "network": network.identity, "network_sha256": network.weights_sha256,
+            "resize": stats_cache.RESIZE_DESCRIPTION, "real": real.record(), "generated": source, "n": count,
+            "truncation": truncation, "seed": seed, "t2ictl": __version__}
+
+
+def protocol_rows(protocol: dict) -> list[tuple[str, str]]:
+    real = protocol["real"]
+    real_text = {"statistics file": lambda: f"{real['file']} (sha256 {real['sha256'][:12]})",
+                 "image folder": lambda: real["reference"],
+                 "prepared split": lambda: f"{real['data']} [{real['split']}], {real['examples']} images"}[real["kind"]]
+    sha = protocol["network_sha256"]
+    return [("FID mode", protocol["fid_mode"]),
+            ("network", protocol["network"] + (f" (sha256 {sha[:12]})" if sha else "")),
+            ("resize", protocol["resize"]), ("real side", real_text()),
+            ("generated", f"{protocol['n']} images" + ("" if protocol["truncation"] is None else
+                                                       f", truncation {protocol['truncation'] or 'off'}")
+             + f", seed {protocol['seed']}"),
+            ("t2ictl", protocol["t2ictl"])]
