@@ -42,3 +42,9 @@ for precision in float32 mixed_bfloat16; do
     t2ictl train --recipe shapes --run-dir "runs/$precision" --precision "$precision" \
         --set train.encoders=runs/enc --set train.epochs=12
 done
+
+# beside the official DF-GAN and pytorch-fid, in one sitting (needs checkouts and a Python with torch; see the script)
+# python benchmarks/peer_dfgan.py --dfgan ../DF-GAN --torch-python ../torch-venv/bin/python \
+#     --pytorch-fid ../pytorch-fid --fid-weights pt_inception-2015-12-05-6726825d.pth --images DIR
+# python benchmarks/peer_dfgan.py --dfgan ../DF-GAN --torch-python ../torch-venv/bin/python --size 256 --batch 8 \
+#     --repeats 3 --steps 1 --warmup 1

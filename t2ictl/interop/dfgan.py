@@ -14,6 +14,7 @@ are off, and the released text encoder's features are not rescaled.
 from __future__ import annotations
 
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,6 +190,8 @@ def import_checkpoint(checkpoint_file: Path, text_file: Path, captions_file: Pat
     source = {"kind": "damsm", "text_encoder": damsm.file_record(text_file),
               "captions": damsm.file_record(captions_file),
               **({} if image_file is None else {"image_encoder": damsm.file_record(image_file)})}
+    if overwrite:  # the imported step must be the latest checkpoint, not one an earlier training left
+        shutil.rmtree(run.checkpoints("train"), ignore_errors=True)
     run.path.mkdir(parents=True, exist_ok=True)
     fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
     captions.vocab.save(run.vocab_file)
