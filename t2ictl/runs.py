@@ -5,7 +5,8 @@ sample, export, score, bench). Whatever made a run, it opens the same way; nothi
   vocab.json               the vocabulary of the prepared data the run was trained on
   checkpoints/<phase>/     tf.train checkpoints (keep-N) with the step, models and optimizer state
   logs/<phase>/            TensorBoard events
-  encoders/                the pretrained text and image encoders (.keras) and encoders.json
+  encoders/                the text and image encoders (.keras), their vocab.json and encoders.json (pretrained
+                           here, or imported)
   samples/                 sample grids written during training
 """
 
@@ -86,9 +87,9 @@ def open_run(path: Path, recipe: recipes.Recipe, data_dir: Path, phase: str, res
     """
     run = RunDir(Path(path))
     encoders = run.encoders_for(recipe)
-    from_encoders = phase == "train" and (encoders / ENCODERS_INFO).exists()
-    vocab_file = encoders_vocab_file(encoders) if from_encoders else data_dir / VOCAB
-    source = f"the encoders in {encoders}" if from_encoders else str(data_dir)
+    encoders_vocab = encoders_vocab_file(encoders) if phase == "train" else None
+    vocab_file = encoders_vocab or data_dir / VOCAB  # encoders copied without a vocabulary: the data's
+    source = f"the encoders in {encoders}" if encoders_vocab else str(data_dir)
     vocab = Vocabulary.load(vocab_file)
     if run.has_checkpoint(phase):
         if not resume:
@@ -113,11 +114,12 @@ def _same_vocabulary(a: Vocabulary, b: Vocabulary) -> bool:
     return (a.words, a.tokenizer) == (b.words, b.tokenizer)
 
 
-def encoders_vocab_file(folder: Path) -> Path:
-    """The vocabulary of the text encoder in `folder`: its own vocab.json, else its run's."""
+def encoders_vocab_file(folder: Path) -> Path | None:
+    """The vocabulary of the text encoders in `folder`: their own vocab.json, else their run's, else None."""
     folder = Path(folder)
-    own = folder / VOCAB
-    return own if own.exists() else folder.parent / VOCAB
+    if not (folder / ENCODERS_INFO).exists():
+        return None
+    return next((path for path in (folder / VOCAB, folder.parent / VOCAB) if path.exists()), None)
 
 
 def _check_same_recipe(run: RunDir, recipe: recipes.Recipe) -> None:
@@ -153,8 +155,8 @@ def find_encoders(path: Path) -> Path:
 def save_encoders(folder: Path, text_encoder: keras.Model, image_encoder: keras.Model | None, recipe: recipes.Recipe,
                   text_scales: tuple[float, float] = (1.0, 1.0), vocab: Vocabulary | None = None,
                   source: dict | None = None) -> None:
-    """Write the encoders (the image encoder may be absent: imported text-only), their vocabulary when it is not
-    the run's, and encoders.json with where they came from."""
+    """Write the encoders (the image encoder may be absent: imported text-only), their vocabulary (so that a copy of
+    the folder keeps it), and encoders.json with where they came from."""
     for model, filename in ((text_encoder, TEXT_ENCODER_FILE), (image_encoder, IMAGE_ENCODER_FILE)):
         if model is not None:
             with fileio.atomic_path(folder / filename) as tmp:
@@ -198,7 +200,7 @@ def load_encoders(folder: Path, recipe: recipes.Recipe | None = None) -> tuple[E
     if image is not None:
         image.trainable = False
     vocab_file = encoders_vocab_file(folder)
-    vocab = Vocabulary.load(vocab_file) if vocab_file.exists() else None
+    vocab = Vocabulary.load(vocab_file) if vocab_file else None
     return Encoders(text, image, float(info.get("word_scale", 1.0)), vocab), info
 
 

@@ -41,8 +41,7 @@ def tokenize_captions(captions: list[str], vocab: Vocabulary, max_words: int) ->
             raise UserError(f"caption {caption!r} has no words")
         if len(unknown_words) == len(words):
             raise UserError(f"caption {caption!r} has only words the model does not know")
-        ids = vocab.encode(caption)
-        ids = ids[:max_words]
+        ids = vocab.encode(caption)[:max_words]
         tokens[row, : len(ids)] = ids
         unknown.append(unknown_words)
     return tokens, unknown

@@ -58,16 +58,23 @@ def official_words(shapes_vocab: Vocabulary) -> list[str]:
     return ["<end>", *sorted(shapes_vocab.words[2:], reverse=True)]
 
 
+def write_text_side(folder: Path, data_dir: Path, rng, captions_name: str = "captions.pickle"):
+    """A captions pickle over the data's words (Python 2 strings) and an RNN_ENCODER for it (legacy format):
+    (the words by official id, the encoder's state)."""
+    words = official_words(Vocabulary.load(data_dir / "vocab.json"))
+    ixtoword = dict(enumerate(words))
+    write_python2_pickle(folder / captions_name, [[[1, 2, 3]], [[2, 1]], ixtoword,
+                                                  {w: i for i, w in ixtoword.items()}])
+    text = text_encoder_state(len(words), rng)
+    write_legacy(folder / "text_encoder200.pth", {k: Tensor(v) for k, v in text.items()})
+    return words, text
+
+
 @pytest.fixture(scope="module")
 def damsm_files(tmp_path_factory, shapes_data):
     folder = tmp_path_factory.mktemp("damsm")
     rng = np.random.default_rng(0)
-    words = official_words(Vocabulary.load(shapes_data / "vocab.json"))
-    ixtoword = dict(enumerate(words))
-    write_python2_pickle(folder / "captions.pickle", [[[1, 2, 3]], [[2, 1]], ixtoword,
-                                                      {w: i for i, w in ixtoword.items()}])
-    text = text_encoder_state(len(words), rng)
-    write_legacy(folder / "text_encoder200.pth", {k: Tensor(v) for k, v in text.items()})
+    words, text = write_text_side(folder, shapes_data, rng)
     image = random_state(torchvision_inception_shapes() | {"emb_features.weight": (TEXT_DIM, 768, 1, 1),
                                                            "emb_cnn_code.weight": (TEXT_DIM, 2048),
                                                            "emb_cnn_code.bias": (TEXT_DIM,)}, rng)

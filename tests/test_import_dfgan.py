@@ -14,13 +14,12 @@ import pytest
 import tensorflow as tf
 from conftest import prepare_shapes
 from numpy_dfgan import net_c, net_d, net_g
-from test_import_damsm import TEXT_DIM, numpy_rnn_encoder, official_words, text_encoder_state
-from torch_format import Tensor, write_legacy, write_python2_pickle, write_zip
+from test_import_damsm import TEXT_DIM, numpy_rnn_encoder, write_text_side
+from torch_format import Tensor, write_zip
 from typer.testing import CliRunner
 
 from t2ictl import runs
 from t2ictl.cli import app
-from t2ictl.data.vocab import Vocabulary
 from t2ictl.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -73,12 +72,7 @@ def shapes64(tmp_path_factory):
 def official(tmp_path_factory, shapes64):
     folder = tmp_path_factory.mktemp("dfgan")
     rng = np.random.default_rng(3)
-    words = official_words(Vocabulary.load(shapes64 / "vocab.json"))
-    ixtoword = dict(enumerate(words))
-    write_python2_pickle(folder / "captions_DAMSM.pickle", [[[1, 2]], [[2]], ixtoword,
-                                                            {w: i for i, w in ixtoword.items()}])
-    text = text_encoder_state(len(words), rng)
-    write_legacy(folder / "text_encoder200.pth", {k: Tensor(v) for k, v in text.items()})
+    words, text = write_text_side(folder, shapes64, rng, "captions_DAMSM.pickle")
     nets = random_nets(rng)
     unused = {"DBlocks.3.conv_s.weight", "DBlocks.3.conv_s.bias"}  # never in a forward: torch keeps no moments
     checkpoint = {"model": {k: {n: Tensor(a) for n, a in v.items()} for k, v in nets.items()},

@@ -134,7 +134,7 @@ class PretrainPhase(Phase):
     def export(self) -> None:
         scales = text_feature_scales(self.text_encoder, self.data_dir, self.recipe, self.vocab)
         save_encoders(self.run.encoders, calibrated_text_encoder(self.text_encoder, *scales), self.image_encoder,
-                      self.recipe, scales)
+                      self.recipe, scales, vocab=self.vocab)  # the encoders carry their vocabulary when copied
 
 
 def text_feature_scales(text_encoder: keras.Model, data_dir: Path, recipe: Recipe, vocab: Vocabulary,
