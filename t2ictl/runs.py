@@ -2,7 +2,7 @@
 sample, export, score, bench). Whatever made a run, it opens the same way; nothing here imports training.
 
   recipe.toml              the resolved recipe (defaults filled, overrides applied)
-  vocab.json               the vocabulary of the prepared data the run was trained on
+  vocab.json               the vocabulary of the run's text encoder (the prepared data's, or the imported one's)
   checkpoints/<phase>/     tf.train checkpoints (keep-N) with the step, models and optimizer state
   logs/<phase>/            TensorBoard events
   encoders/                the text and image encoders (.keras), their vocab.json and encoders.json (pretrained
