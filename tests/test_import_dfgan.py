@@ -197,3 +197,4 @@ def test_bad_checkpoints_get_one_error_naming_the_file_and_the_parameter(officia
     assert isinstance(result.exception, UserError)
     assert "wide.pth: parameter GBlocks.1.c1.weight has shape [16, 8, 3, 3], the model needs [16, 32, 3, 3]" in str(
         result.exception)
+    assert not (tmp_path / "run").exists()  # no half-written run is left behind

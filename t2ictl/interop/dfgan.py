@@ -173,12 +173,25 @@ def load_adam(optimizer, pairs: list[tuple], keys: list[str], state, name: str, 
 
 def import_checkpoint(checkpoint_file: Path, text_file: Path, captions_file: Path, image_file: Path | None,
                       run_dir: Path, recipe_name: str, overrides: list[str], overwrite: bool = False) -> dict:
-    """Write a training run from a DF-GAN checkpoint and the DAMSM files it was trained with."""
-    from t2ictl.training import gan, loop
-
+    """Write a training run from a DF-GAN checkpoint and the DAMSM files it was trained with; a run directory this
+    import created is removed again when the file does not fit."""
     run = runs.RunDir(Path(run_dir))
     if run.has_checkpoint("train") and not overwrite:
         raise UserError(f"{run.path} already holds a training checkpoint; pass --overwrite or another --run-dir")
+    created = not run.path.exists()
+    try:
+        return _import_checkpoint(run, checkpoint_file, text_file, captions_file, image_file, recipe_name, overrides,
+                                  overwrite)
+    except BaseException:
+        if created:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+
+
+def _import_checkpoint(run: runs.RunDir, checkpoint_file: Path, text_file: Path, captions_file: Path,
+                       image_file: Path | None, recipe_name: str, overrides: list[str], overwrite: bool) -> dict:
+    from t2ictl.training import gan, loop
+
     official = read_dfgan(checkpoint_file)
     captions = damsm.read_captions(captions_file)
     text_state = damsm.text_encoder_state(text_file)
