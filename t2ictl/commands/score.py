@@ -104,7 +104,7 @@ def score(
     count = measured.statistics.count
     mu, sigma = measured.statistics.result()
     if save_stats is not None:
-        scoring.write_stats_file(save_stats, mu, sigma)
+        stats_cache.write_statistics(save_stats, mu, sigma)
         console.print(f"wrote {save_stats}: mu and sigma of {count} images ({network.mode}, {network.identity})")
         if real.kind is None:
             return

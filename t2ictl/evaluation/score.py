@@ -7,7 +7,6 @@ seeded random order, repeated until --num images (the papers use 30,000), one no
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -251,12 +250,6 @@ def read_stats_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"--reference-stats {path}: mu {list(mu.shape)} and sigma {list(sigma.shape)} are not the "
                         f"statistics of {POOL_DIM}-d Inception pool features")
     return mu, sigma
-
-
-def write_stats_file(path: Path, mu: np.ndarray, sigma: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, mu=mu, sigma=sigma)  # pytorch-fid's --save-stats layout
-    fileio.write_bytes(Path(path), buffer.getvalue())
 
 
 @dataclass

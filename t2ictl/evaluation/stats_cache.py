@@ -46,11 +46,16 @@ def load(folder: Path, key: dict) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def save(folder: Path, key: dict, mu: np.ndarray, sigma: np.ndarray) -> Path:
-    buffer = io.BytesIO()
-    np.savez(buffer, mu=mu, sigma=sigma, key=np.array(_key_text(key)))
     path = _path(folder, key)
-    fileio.write_bytes(path, buffer.getvalue())
+    write_statistics(path, mu, sigma, key=np.array(_key_text(key)))
     return path
+
+
+def write_statistics(path: Path, mu: np.ndarray, sigma: np.ndarray, **extra: np.ndarray) -> None:
+    """mu and sigma as an .npz, pytorch-fid's --save-stats layout (a cache file adds its key), written atomically."""
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=mu, sigma=sigma, **extra)
+    fileio.write_bytes(Path(path), buffer.getvalue())
 
 
 def digest_text(text: str) -> str:

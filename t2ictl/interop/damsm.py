@@ -114,6 +114,18 @@ def file_record(path: Path) -> dict:
     return {"file": str(Path(path).resolve()), "sha256": fileio.sha256_file(Path(path))}
 
 
+def write_run(run: runs.RunDir, recipe: recipes.Recipe, text: keras.Model, image: keras.Model | None,
+              vocab: Vocabulary, text_file: Path, captions_file: Path, image_file: Path | None) -> dict:
+    """The run's recipe, vocabulary and encoders, encoders.json naming the released files; returns that record."""
+    source = {"kind": "damsm", "text_encoder": file_record(text_file), "captions": file_record(captions_file),
+              **({} if image_file is None else {"image_encoder": file_record(image_file)})}
+    run.path.mkdir(parents=True, exist_ok=True)
+    fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
+    vocab.save(run.vocab_file)
+    runs.save_encoders(run.encoders, text, image, recipe, vocab=vocab, source=source)
+    return source
+
+
 def import_encoders(text_file: Path, image_file: Path | None, captions_file: Path, run_dir: Path,
                     recipe_name: str, overrides: list[str], overwrite: bool = False) -> dict:
     """Write a run whose vocabulary and encoders are the released ones; returns what was imported."""
@@ -126,11 +138,6 @@ def import_encoders(text_file: Path, image_file: Path | None, captions_file: Pat
     text = load_text_encoder(state, captions.vocab, recipe.data.max_words)
     image = None if image_file is None else load_image_encoder(image_file, recipe.data.image_size,
                                                                recipe.pretrain.text_dim)
-    source = {"kind": "damsm", "text_encoder": file_record(text_file), "captions": file_record(captions_file),
-              **({} if image_file is None else {"image_encoder": file_record(image_file)})}
-    run.path.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
-    captions.vocab.save(run.vocab_file)
-    runs.save_encoders(run.encoders, text, image, recipe, vocab=captions.vocab, source=source)
+    write_run(run, recipe, text, image, captions.vocab, text_file, captions_file, image_file)
     return {"run": run, "recipe": recipe, "vocab": captions.vocab, "text_dim": recipe.pretrain.text_dim,
             "captions": (len(captions.train), len(captions.test)), "image": image is not None}

@@ -200,15 +200,9 @@ def _import_checkpoint(run: runs.RunDir, checkpoint_file: Path, text_file: Path,
     text = damsm.load_text_encoder(text_state, captions.vocab, recipe.data.max_words)
     image = None if image_file is None else damsm.load_image_encoder(image_file, recipe.data.image_size,
                                                                      recipe.pretrain.text_dim)
-    source = {"kind": "damsm", "text_encoder": damsm.file_record(text_file),
-              "captions": damsm.file_record(captions_file),
-              **({} if image_file is None else {"image_encoder": damsm.file_record(image_file)})}
     if overwrite:  # the imported step must be the latest checkpoint, not one an earlier training left
         shutil.rmtree(run.checkpoints("train"), ignore_errors=True)
-    run.path.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
-    captions.vocab.save(run.vocab_file)
-    runs.save_encoders(run.encoders, text, image, recipe, vocab=captions.vocab, source=source)
+    source = damsm.write_run(run, recipe, text, image, captions.vocab, text_file, captions_file, image_file)
     fileio.write_json(run.path / "imported.json", {"checkpoint": damsm.file_record(checkpoint_file),
                                                   "epoch": official.epoch, **source})
 
