@@ -29,7 +29,6 @@ PAD_ID, UNK_ID = 0, 1
 DAMSM_END = "<end>"
 TOKEN_PATTERN = "[a-z0-9]+"
 DAMSM_PATTERN = r"\w+"
-TOKENIZERS = ("ascii", "damsm")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 _DAMSM_RE = re.compile(DAMSM_PATTERN)
