@@ -172,6 +172,23 @@ def test_word_attention_matches_numpy():
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_the_batch_shared_mask_is_the_official_repeat_of_the_mask_over_pixels():
+    rng = np.random.default_rng(2)
+    text = text_batch()
+    features = rng.standard_normal((BATCH, 3, 2, 6)).astype("float32")
+    layer = WordAttention(6, batch_shared_mask=True)
+    out = layer(tf.constant(features), text.words, text.mask).numpy()
+    context = text.words.numpy() @ layer.project.kernel.numpy()
+    pixels = 3 * 2  # the official attn.view(batch * queryL, sourceL) rows, masked by mask.repeat(queryL, 1)
+    scores = np.einsum("bqc,btc->bqt", features.reshape(BATCH, pixels, 6), context).reshape(BATCH * pixels, -1)
+    repeated = np.tile(text.mask.numpy(), (pixels, 1))
+    weights = softmax(np.where(repeated > 0, scores, -np.inf)).reshape(BATCH, pixels, -1)
+    expected = np.einsum("bqt,btc->bqc", weights, context).reshape(BATCH, 3, 2, 6)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    layer.batch_shared_mask = False  # the captions' lengths differ: masking each with its own padding differs
+    assert np.abs(out - layer(tf.constant(features), text.words, text.mask).numpy()).max() > 1e-3
+
+
 def test_memory_refinement_matches_the_dm_gan_equations():
     rng = np.random.default_rng(1)
     text = text_batch()

@@ -73,9 +73,10 @@ def dfgan(
     --image-encoder the run has no R-precision and trains on without the contrastive loss.
     """
     from t2ictl.interop import dfgan as dfgan_files
+    from t2ictl.interop.mapping import DamsmFiles
 
-    done = dfgan_files.import_checkpoint(checkpoint, text_encoder, captions, image_encoder, run_dir, recipe,
-                                         set_ or [], overwrite)
+    done = dfgan_files.import_checkpoint(checkpoint, DamsmFiles(text_encoder, captions, image_encoder), run_dir,
+                                         recipe, set_ or [], overwrite)
     model = done["recipe"].model
     console.print(table(f"imported DF-GAN into {run_dir}", ["item", "value"], [
         ("generator", f"nf {model.nf}, z {model.z_dim}, {done['recipe'].data.image_size} px"),
@@ -86,3 +87,83 @@ def dfgan(
         ("checkpoint", done["checkpoint"]),
     ]))
     console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")
+
+
+DISCRIMINATOR_HELP = ("A trainer's discriminator of one stage, in stage order: --discriminator netD0.pth "
+                      "--discriminator netD1.pth --discriminator netD2.pth. Without them the run's discriminators "
+                      "start fresh.")
+RELEASE_IMAGE_ENCODER_HELP = ("Its DAMSM image encoder (CNN_ENCODER), e.g. image_encoder200.pth (birds), "
+                              "image_encoder100.pth (COCO): the backbone's DAMSM loss and R-precision need it.")
+RELEASE_RECIPE_HELP = ("The recipe of the data the model was trained on (cub, coco, or a .toml path); cub and coco "
+                       "take their -attngan / -dmgan sibling, and the file's sizes (stages, gf, z, residual blocks) "
+                       "override it.")
+
+
+def _import_attngan_family(kind: str, checkpoint: Path, discriminator: list[Path], text_encoder: Path,
+                           captions: Path, image_encoder: Path, recipe: str, run_dir: Path, set_: list[str],
+                           overwrite: bool) -> None:
+    from t2ictl.interop import attngan as attngan_files
+    from t2ictl.interop.mapping import DamsmFiles
+
+    done = attngan_files.import_generator(kind, checkpoint, discriminator, DamsmFiles(text_encoder, captions,
+                                                                                       image_encoder),
+                                          run_dir, recipe, set_, overwrite)
+    model, data = done["recipe"].model, done["recipe"].data
+    console.print(table(f"imported {attngan_files.NAMES[kind]} into {run_dir}", ["item", "value"], [
+        ("recipe", done["recipe"].name),
+        ("generator", f"{model.stages} stages up to {data.image_size} px, gf {model.gf_dim}, z {model.z_dim}, "
+                      f"{model.residual_blocks} residual blocks"),
+        ("discriminators", f"{done['discriminators']} from the files (df {model.df_dim})" if done["discriminators"]
+         else f"fresh (df {model.df_dim}): no --discriminator given"),
+        ("parameters", done["parameters"]),
+        ("epoch in the name", "-" if done["epoch"] is None else done["epoch"]),
+        ("Adam state", "none in the files (restarts at step 0)"),
+        ("word mask", "shared across the batch, as the official attention (model.batch_shared_mask)"),
+        ("checkpoint", done["checkpoint"]),
+    ]))
+    console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")
+
+
+@import_app.command("attngan")
+def attngan(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="AttnGAN's generator: bird_AttnGAN2.pth, "
+                                    "coco_AttnGAN2.pth, or a trainer's netG_epoch_N.pth (taoxugit/AttnGAN)."),
+    discriminator: Optional[List[Path]] = typer.Option(None, "--discriminator", help=DISCRIMINATOR_HELP),
+    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
+    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
+    image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
+    recipe: str = typer.Option(..., "--recipe", "-r", help=RELEASE_RECIPE_HELP),
+    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    set_: Optional[List[str]] = common.SetOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Import a released AttnGAN generator (and its discriminators) as a training run.
+
+    The run keeps the official architecture and its word mask shared across the batch (so that it draws what the
+    released model draws for the same batch); its EMA generator is the file's generator, which the official trainer
+    saves averaged. sample, export, score and train --resume accept it.
+    """
+    _import_attngan_family("attngan", checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
+                           run_dir, set_ or [], overwrite)
+
+
+@import_app.command("dmgan")
+def dmgan(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="DM-GAN's generator: bird_DMGAN.pth, coco_DMGAN.pth, "
+                                    "or a trainer's netG_epoch_N.pth (MinfengZhu/DM-GAN)."),
+    discriminator: Optional[List[Path]] = typer.Option(None, "--discriminator", help=DISCRIMINATOR_HELP),
+    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
+    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
+    image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
+    recipe: str = typer.Option(..., "--recipe", "-r", help=RELEASE_RECIPE_HELP),
+    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    set_: Optional[List[str]] = common.SetOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Import a released DM-GAN generator (and its spectrally normalised discriminators) as a training run.
+
+    As `t2ictl import attngan`: the official architecture, the word mask shared across the batch, the EMA generator
+    at the file's (averaged) generator; sample, export, score and train --resume accept the run.
+    """
+    _import_attngan_family("dmgan", checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
+                           run_dir, set_ or [], overwrite)

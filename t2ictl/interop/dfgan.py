@@ -14,16 +14,15 @@ are off, and the released text encoder's features are not rescaled.
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from t2ictl import fileio, recipes, runs
 from t2ictl.console import console
 from t2ictl.errors import UserError
-from t2ictl.interop import damsm
+from t2ictl.interop import damsm, mapping
+from t2ictl.interop.mapping import conv, dense, same
 from t2ictl.torch_files import StateDict, read_checkpoint
 
 
@@ -50,6 +49,9 @@ def read_dfgan(path: Path) -> Official:
                     int(epoch) if isinstance(epoch, (int, np.integer)) else None)
 
 
+UNUSED_D = r"DBlocks\.\d+\.conv_s\.(weight|bias)"  # a D block whose channels stay: its conv_s is never used
+
+
 def generator_sizes(netg: StateDict) -> dict:
     """nf, z_dim and the image size of a NetG state dict."""
     for key in ("fc.weight", "to_rgb.1.weight"):
@@ -65,21 +67,6 @@ def recipe_overrides(official: Official, has_image_encoder: bool) -> list[str]:
     overrides = ['model.backbone="dfgan"', f"model.nf={sizes['nf']}", f"model.z_dim={sizes['z_dim']}",
                  f"data.image_size={sizes['image_size']}", "model.d_gate_init=0.0", "model.project_condition=false"]
     return overrides + ([] if has_image_encoder else ["contrastive.enabled=false"])
-
-
-def conv(variable, key: str) -> tuple:
-    """A convolution kernel: torch [out, in, kh, kw] -> Keras [kh, kw, in, out]."""
-    height, width, channels_in, channels_out = variable.shape
-    return variable, key, lambda a: np.transpose(a, (2, 3, 1, 0)), (channels_out, channels_in, height, width)
-
-
-def dense(variable, key: str) -> tuple:
-    """A linear layer's weight: torch [out, in] -> Keras [in, out]."""
-    return variable, key, lambda a: a.T, tuple(variable.shape[::-1])
-
-
-def same(variable, key: str) -> tuple:
-    return variable, key, lambda a: a, tuple(variable.shape)
 
 
 def generator_pairs(backbone) -> list[tuple]:
@@ -135,98 +122,38 @@ def _count_blocks(model) -> int:
     return sum(1 for layer in model.layers if re.fullmatch(r"block_\d+", layer.name))
 
 
-def load_weights(pairs: list[tuple], state: StateDict) -> None:
-    for variable, key, transform, shape in pairs:
-        variable.assign(transform(state(key, shape)))
-    unused = [k for k in state.unused() if not re.fullmatch(r"DBlocks\.\d+\.conv_s\.(weight|bias)", k)]
-    if unused:
-        raise UserError(f"{state.path}: parameter {unused[0]} of {state.what} has no place in DF-GAN's model; "
-                        "are the recipe's sizes the file's?")
+def import_checkpoint(checkpoint_file: Path, files: mapping.DamsmFiles, run_dir: Path, recipe_name: str,
+                      overrides: list[str], overwrite: bool = False) -> dict:
+    """Write a training run from a DF-GAN checkpoint and the DAMSM files it was trained with."""
+    with mapping.new_training_run(run_dir, overwrite) as run:
+        official = read_dfgan(checkpoint_file)
+        recipe, captions, text_state = files.recipe(recipe_name, overrides + recipe_overrides(
+            official, files.image is not None))
+        record = {"checkpoint": damsm.file_record(checkpoint_file), "epoch": official.epoch}
+        phase = mapping.build_imported_phase(run, recipe, files, captions, text_state, record, overwrite)
+        return _load_checkpoint(phase, official, checkpoint_file) | {"run": run, "recipe": recipe,
+                                                                     "image": files.image is not None}
 
 
-def load_adam(optimizer, pairs: list[tuple], keys: list[str], state, name: str, path: Path) -> int:
-    """Set Keras Adam's moments from a torch Adam state dict whose parameters are `keys` in order; returns its step."""
-    try:
-        by_index, group = state["state"], state["param_groups"][0]
-    except (KeyError, IndexError, TypeError):
-        raise UserError(f"{path}: {name} is not a torch Adam state dict") from None
-    inner = getattr(optimizer, "inner_optimizer", optimizer)
-    index_of = {key: group["params"][i] for i, key in enumerate(keys) if i < len(group["params"])}
-    steps = set()
-    for variable, key, transform, shape in pairs:
-        entry = by_index.get(index_of.get(key))
-        if entry is None:
-            continue  # torch keeps no moments for a parameter that never had a gradient
-        slot = inner._get_variable_index(variable)
-        for moments, field in ((inner._momentums, "exp_avg"), (inner._velocities, "exp_avg_sq")):
-            if entry[field].shape != shape:
-                raise UserError(f"{path}: {name}'s {field} of {key} has shape {list(entry[field].shape)}, not "
-                                f"{list(shape)}")
-            moments[slot].assign(transform(np.asarray(entry[field], np.float32)))
-        steps.add(int(np.asarray(entry["step"])))
-    if len(steps) > 1:
-        raise UserError(f"{path}: {name}'s parameters are at different steps {sorted(steps)[:3]}")
-    step = steps.pop() if steps else 0
-    inner.iterations.assign(step)
-    return step
+def _load_checkpoint(phase, official: Official, checkpoint_file: Path) -> dict:
+    from t2ictl.training import loop
 
-
-def import_checkpoint(checkpoint_file: Path, text_file: Path, captions_file: Path, image_file: Path | None,
-                      run_dir: Path, recipe_name: str, overrides: list[str], overwrite: bool = False) -> dict:
-    """Write a training run from a DF-GAN checkpoint and the DAMSM files it was trained with; a run directory this
-    import created is removed again when the file does not fit."""
-    run = runs.RunDir(Path(run_dir))
-    if run.has_checkpoint("train") and not overwrite:
-        raise UserError(f"{run.path} already holds a training checkpoint; pass --overwrite or another --run-dir")
-    created = not run.path.exists()
-    try:
-        return _import_checkpoint(run, checkpoint_file, text_file, captions_file, image_file, recipe_name, overrides,
-                                  overwrite)
-    except BaseException:
-        if created:
-            shutil.rmtree(run.path, ignore_errors=True)
-        raise
-
-
-def _import_checkpoint(run: runs.RunDir, checkpoint_file: Path, text_file: Path, captions_file: Path,
-                       image_file: Path | None, recipe_name: str, overrides: list[str], overwrite: bool) -> dict:
-    from t2ictl.training import gan, loop
-
-    official = read_dfgan(checkpoint_file)
-    captions = damsm.read_captions(captions_file)
-    text_state = damsm.text_encoder_state(text_file)
-    recipe = recipes.load_recipe(recipe_name, overrides + damsm.recipe_overrides(text_state)
-                                 + recipe_overrides(official, image_file is not None))
-    text = damsm.load_text_encoder(text_state, captions.vocab, recipe.data.max_words)
-    image = None if image_file is None else damsm.load_image_encoder(image_file, recipe.data.image_size,
-                                                                     recipe.pretrain.text_dim)
-    if overwrite:  # the imported step must be the latest checkpoint, not one an earlier training left
-        shutil.rmtree(run.checkpoints("train"), ignore_errors=True)
-    source = damsm.write_run(run, recipe, text, image, captions.vocab, text_file, captions_file, image_file)
-    fileio.write_json(run.path / "imported.json", {"checkpoint": damsm.file_record(checkpoint_file),
-                                                  "epoch": official.epoch, **source})
-
-    loop.prepare_runtime(recipe.runtime)
-    phase = gan.GANPhase(recipe, captions.vocab, {"multi_label": recipe.data.dataset == "coco"}, None, run,
-                         run.encoders)
-    phase.build()
     backbone = phase.backbone
     g_pairs, d_pairs, c_pairs = generator_pairs(backbone), discriminator_pairs(backbone), head_pairs(backbone)
-    load_weights(g_pairs, official.generator)
-    load_weights(d_pairs, official.discriminator)
-    load_weights(c_pairs, official.head)
+    mapping.load_weights(g_pairs, official.generator, "DF-GAN")
+    mapping.load_weights(d_pairs, official.discriminator, "DF-GAN", UNUSED_D)
+    mapping.load_weights(c_pairs, official.head, "DF-GAN")
     phase.ema_generator.set_weights(backbone.generator.get_weights())  # DF-GAN keeps no average: start it at netG
     step = 0
     if official.optimizers is not None:
         g_keys = list(official.generator.arrays)
         d_keys = list(official.discriminator.arrays) + list(official.head.arrays)
-        step = load_adam(phase.g_optimizer, g_pairs, g_keys, official.optimizers.get("optimizer_G"), "optimizer_G",
-                         checkpoint_file)
-        d_step = load_adam(phase.d_optimizer, d_pairs + c_pairs, d_keys, official.optimizers.get("optimizer_D"),
-                           "optimizer_D", checkpoint_file)
+        step = mapping.load_adam(phase.g_optimizer, g_pairs, g_keys, official.optimizers.get("optimizer_G"),
+                                 "optimizer_G", checkpoint_file)
+        d_step = mapping.load_adam(phase.d_optimizer, d_pairs + c_pairs, d_keys,
+                                   official.optimizers.get("optimizer_D"), "optimizer_D", checkpoint_file)
         if d_step != step:
             console.print(f"note: optimizer_G is at step {step}, optimizer_D at {d_step}", markup=False)
-    saved = loop.write_checkpoint(phase, run, step)
-    return {"run": run, "recipe": recipe, "step": step, "epoch": official.epoch, "checkpoint": saved,
-            "adam": official.optimizers is not None, "image": image is not None,
+    saved = loop.write_checkpoint(phase, phase.run, step)
+    return {"step": step, "epoch": official.epoch, "checkpoint": saved, "adam": official.optimizers is not None,
             "parameters": sum(int(np.prod(v.shape)) for v, *_ in g_pairs + d_pairs + c_pairs)}

@@ -27,7 +27,8 @@ Adaptations: the stage sizes are image_size / 2^k (k = stages-1 .. 0), so the fi
 works at 16 px; the first stage's up blocks start at gf x 2^ups channels so that every stage ends at gf; a
 discriminator for less than 64 px has fewer down blocks and one conv3x3 block up to 8 df. The official attention
 masks padding with `mask.repeat(queryL, 1)`, which pairs the pixels of one example with the padding of others (a
-known bug); here every example's words are masked with its own padding. All randomness is in the noise input:
+known bug); here every example's words are masked with its own padding, unless `batch_shared_mask` (which the import
+of a released model turns on, so that it draws what its authors saw). All randomness is in the noise input:
 its first z_dim entries are z, the rest the CA epsilon. NHWC instead of NCHW.
 """
 
@@ -68,6 +69,7 @@ class AttnGANConfig(BackboneConfig):
     gamma2: float = 5.0  # GAMMA2
     gamma3: float = 10.0  # GAMMA3
     kl_weight: float = 1.0  # trainer.py: errG_total += KL_loss(mu, logvar)
+    batch_shared_mask: bool = False  # the official attention's word mask (see the module docstring); imports set it
 
     def validate(self) -> None:
         for key in ("stages", "gf_dim", "df_dim", "z_dim", "condition_dim", "residual_blocks"):
@@ -147,11 +149,17 @@ class ConditioningAugmentation(layers.Layer):
         return c, ops.cast(mu, "float32"), ops.cast(logvar, "float32")
 
 
-def masked_softmax_over_words(scores, mask):
-    """Softmax over the last axis (words) of scores [B, ..., T], padding words (mask 0) excluded; computed in float32
-    (a float16 -1e9 is -inf, and -inf x 0 is NaN), returned in the scores' dtype."""
-    rank = len(scores.shape)
-    word_mask = ops.reshape(ops.cast(mask, "float32"), (-1,) + (1,) * (rank - 2) + (mask.shape[-1],))
+def masked_softmax_over_words(scores, mask, batch_shared: bool = False):
+    """Softmax over the words of scores [B, H, W, T], padding words (mask 0) excluded; computed in float32 (a float16
+    -1e9 is -inf, and -inf x 0 is NaN), returned in the scores' dtype. batch_shared masks as the official
+    `mask.repeat(queryL, 1)` does: pixel q of example b with the padding of example (b * H * W + q) mod B."""
+    mask = ops.cast(mask, "float32")
+    if batch_shared:
+        batch, height, width = ops.shape(scores)[0], scores.shape[1], scores.shape[2]
+        rows = (ops.arange(batch)[:, None] * (height * width) + ops.arange(height * width)[None, :]) % batch
+        word_mask = ops.reshape(ops.take(mask, rows, axis=0), (-1, height, width, mask.shape[-1]))
+    else:
+        word_mask = mask[:, None, None, :]
     weights = ops.softmax(ops.cast(scores, "float32") + _MASKED * (1.0 - word_mask), axis=-1)
     return ops.cast(weights, scores.dtype)
 
@@ -159,8 +167,9 @@ def masked_softmax_over_words(scores, mask):
 class WordAttention(layers.Layer):
     """AttnGAN's GlobalAttentionGeneral: (map [B,H,W,C], words [B,T,D], mask [B,T]) -> attended words [B,H,W,C]."""
 
-    def __init__(self, channels: int, **kwargs):
+    def __init__(self, channels: int, batch_shared_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.batch_shared_mask = batch_shared_mask
         self.project = layers.Dense(channels, use_bias=False, kernel_initializer=ORTHOGONAL, name="context")
 
     def build(self, features_shape, words_shape, word_mask_shape):
@@ -168,16 +177,17 @@ class WordAttention(layers.Layer):
 
     def call(self, features, words, word_mask):
         context = ops.cast(self.project(words), features.dtype)  # [B, T, C]
-        weights = masked_softmax_over_words(ops.einsum("bhwc,btc->bhwt", features, context), word_mask)
+        weights = masked_softmax_over_words(ops.einsum("bhwc,btc->bhwt", features, context), word_mask,
+                                            self.batch_shared_mask)
         return ops.einsum("bhwt,btc->bhwc", weights, context)
 
 
 class AttentionFusion(layers.Layer):
     """AttnGAN's next-stage input: concat(map, attended words), 2 C channels."""
 
-    def __init__(self, channels: int, **kwargs):
+    def __init__(self, channels: int, batch_shared_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.attention = WordAttention(channels, name="attention")
+        self.attention = WordAttention(channels, batch_shared_mask, name="attention")
 
     def build(self, features_shape, words_shape, word_mask_shape):
         self.attention.build(features_shape, words_shape, word_mask_shape)
@@ -226,7 +236,7 @@ class AttnGAN(Backbone):
 
     def word_fusion(self, channels: int, name: str) -> layers.Layer:
         """The layer that fuses the words into a stage's map: (map, words, mask) -> 2 x channels (DM-GAN overrides)."""
-        return AttentionFusion(channels, name=name)
+        return AttentionFusion(channels, self.config.batch_shared_mask, name=name)
 
     def build_generator(self) -> keras.Model:
         c = self.config

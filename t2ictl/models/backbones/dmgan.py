@@ -6,7 +6,7 @@ code/cfg/bird_DMGAN.yml, coco_DMGAN.yml) has them; everything not listed is Attn
   g_t = sigmoid(A w_t + B m) (A, B linear without bias); memory slot t = relu(M_w w_t) g_t + relu(M_r m) (1 - g_t),
   M_w and M_r 1x1 convolutions (with bias) to 2 gf channels.
 - key addressing and value reading: keys and values are relu(1x1 conv to gf) of the memory; every pixel x reads
-  o = sum_t softmax_t(x . key_t) value_t over the real words.
+  o = sum_t softmax_t(x . key_t) value_t over the real words (masked as AttnGAN's attention, batch_shared_mask too).
 - response gate: r = sigmoid(conv1x1(concat(x, o))) (with bias); the new map x (1 - r) + o r, duplicated to 2 gf
   channels, goes through the R_NUM residual blocks and the up block as in AttnGAN.
 - discriminators: AttnGAN's layout with spectral normalisation (one power iteration) on every conv of the image
@@ -39,8 +39,9 @@ class DMGANConfig(AttnGANConfig):
 class MemoryRefinement(layers.Layer):
     """(map [B,H,W,C], words [B,T,D], mask [B,T]) -> the refined map, duplicated to [B,H,W,2C]."""
 
-    def __init__(self, channels: int, **kwargs):
+    def __init__(self, channels: int, batch_shared_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
+        self.batch_shared_mask = batch_shared_mask
         dense = dict(kernel_initializer=ORTHOGONAL)
         self.word_gate = layers.Dense(1, use_bias=False, name="A", **dense)
         self.image_gate = layers.Dense(1, use_bias=False, name="B", **dense)
@@ -66,7 +67,8 @@ class MemoryRefinement(layers.Layer):
         gate = ops.sigmoid(self.word_gate(words) + self.image_gate(mean)[:, None, :])  # [B, T, 1]
         memory = self.write_words(words) * gate + self.write_image(mean)[:, None, :] * (1.0 - gate)
         key, value = self.key(memory), self.value(memory)  # [B, T, C]
-        weights = masked_softmax_over_words(ops.einsum("bhwc,btc->bhwt", features, key), word_mask)
+        weights = masked_softmax_over_words(ops.einsum("bhwc,btc->bhwt", features, key), word_mask,
+                                            self.batch_shared_mask)
         read = ops.einsum("bhwt,btc->bhwc", weights, value)
         response = ops.sigmoid(self.response(ops.concatenate([features, read], axis=-1)))
         refined = features * (1.0 - response) + read * response
@@ -118,7 +120,7 @@ class DMGAN(AttnGAN):
     name = "dmgan"
 
     def word_fusion(self, channels: int, name: str) -> layers.Layer:
-        return MemoryRefinement(channels, name=name)
+        return MemoryRefinement(channels, self.config.batch_shared_mask, name=name)
 
     def down_block(self, x, filters: int, normalise: bool, name: str):
         x = SpectralConv2D(filters, 4, strides=2, name=f"{name}_conv")(x)
