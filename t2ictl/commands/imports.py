@@ -167,3 +167,39 @@ def dmgan(
     """
     _import_attngan_family("dmgan", checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
                            run_dir, set_ or [], overwrite)
+
+
+@import_app.command("ssagan")
+def ssagan(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="SSA-GAN's generator, a trainer's netG_XXX.pth "
+                                    "(wtliao/text2image), e.g. the released netG_550.pth."),
+    discriminator: Optional[Path] = typer.Option(None, "--discriminator", help="Its discriminator netD_XXX.pth; "
+                                                 "without it the run's discriminator starts fresh."),
+    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
+    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
+    image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe of the data the model was trained on (cub, "
+                               "coco, or a .toml path); cub and coco take their -ssagan sibling, and the file's "
+                               "sizes (nf, z_dim, image size) override it."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    set_: Optional[List[str]] = common.SetOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Import SSA-GAN's generator (and discriminator) as a training run that sample, export, score and train
+    --resume accept; its EMA generator starts at the file's NetG (SSA-GAN keeps no average)."""
+    from t2ictl.interop import ssagan as ssagan_files
+    from t2ictl.interop.mapping import DamsmFiles
+
+    done = ssagan_files.import_generator(checkpoint, discriminator, DamsmFiles(text_encoder, captions, image_encoder),
+                                         run_dir, recipe, set_ or [], overwrite)
+    model = done["recipe"].model
+    console.print(table(f"imported SSA-GAN into {run_dir}", ["item", "value"], [
+        ("recipe", done["recipe"].name),
+        ("generator", f"nf {model.nf}, z {model.z_dim}, {done['recipe'].data.image_size} px"),
+        ("discriminator", "from the file" if done["discriminator"] else "fresh: no --discriminator given"),
+        ("parameters", done["parameters"]),
+        ("epoch in the name", "-" if done["epoch"] is None else done["epoch"]),
+        ("Adam state", "none in the files (restarts at step 0)"),
+        ("checkpoint", done["checkpoint"]),
+    ]))
+    console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")

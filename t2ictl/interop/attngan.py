@@ -25,19 +25,12 @@ import numpy as np
 
 from t2ictl.errors import UserError
 from t2ictl.interop import damsm, mapping
-from t2ictl.interop.mapping import batch_norm, conv, dense, pointwise, same
-from t2ictl.torch_files import StateDict, read_checkpoint
+from t2ictl.interop.mapping import batch_norm, conv, dense, pointwise, read_state, same
+from t2ictl.torch_files import StateDict
 
 NAMES = {"attngan": "AttnGAN", "dmgan": "DM-GAN"}
 FIRST_STAGE = 64  # INIT_STAGE_G's four up blocks from 4x4
 IGNORED = r".*num_batches_tracked|.*\.module\.weight_v"
-
-
-def read_state(path: Path, what: str) -> StateDict:
-    data = read_checkpoint(path)
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a state dict (the file holds a {type(data).__name__})")
-    return StateDict(data, path, what)
 
 
 def generator_kind(netg: StateDict) -> str:

@@ -69,16 +69,19 @@ def recipe_overrides(official: Official, has_image_encoder: bool) -> list[str]:
     return overrides + ([] if has_image_encoder else ["contrastive.enabled=false"])
 
 
-def generator_pairs(backbone) -> list[tuple]:
-    """(Keras variable, torch key, transform, torch shape) for NetG."""
-    generator, channels = backbone.generator, 8 * backbone.config.nf
-
+def projection_pairs(project, channels: int) -> list[tuple]:
+    """NetG's first linear layer (fc, with bias) onto `project`: a [C, 4, 4] map's outputs reordered to [4, 4, C]."""
     def hwc(rows):  # fc outputs numbered (c, h, w) -> (h, w, c), as Reshape((4, 4, C)) reads them
         return rows.reshape(channels, 4, 4, -1).transpose(1, 2, 0, 3).reshape(16 * channels, -1)
 
-    project = generator.get_layer("project")
-    pairs = [(project.kernel, "fc.weight", lambda a: hwc(a).T, tuple(project.kernel.shape[::-1])),
-             (project.bias, "fc.bias", lambda a: hwc(a[:, None])[:, 0], tuple(project.bias.shape))]
+    return [(project.kernel, "fc.weight", lambda a: hwc(a).T, tuple(project.kernel.shape[::-1])),
+            (project.bias, "fc.bias", lambda a: hwc(a[:, None])[:, 0], tuple(project.bias.shape))]
+
+
+def generator_pairs(backbone) -> list[tuple]:
+    """(Keras variable, torch key, transform, torch shape) for NetG."""
+    generator = backbone.generator
+    pairs = projection_pairs(generator.get_layer("project"), 8 * backbone.config.nf)
     for index in range(_count_blocks(generator)):
         block, prefix = generator.get_layer(f"block_{index}"), f"GBlocks.{index}"
         for ours, theirs in ((block.conv_1, "c1"), (block.conv_2, "c2"), (block.shortcut, "c_sc")):
@@ -95,13 +98,13 @@ def generator_pairs(backbone) -> list[tuple]:
     return pairs + [conv(rgb.kernel, "to_rgb.1.weight"), same(rgb.bias, "to_rgb.1.bias")]
 
 
-def discriminator_pairs(backbone) -> list[tuple]:
-    """(Keras variable, torch key, transform, torch shape) for NetD."""
+def discriminator_pairs(backbone, block_key: str = "DBlocks.{}") -> list[tuple]:
+    """(Keras variable, torch key, transform, torch shape) for NetD (SSA-GAN's names its blocks block{})."""
     discriminator = backbone.discriminator
     rgb = discriminator.get_layer("from_rgb")
     pairs = [conv(rgb.kernel, "conv_img.weight"), same(rgb.bias, "conv_img.bias")]
     for index in range(_count_blocks(discriminator)):
-        block, prefix = discriminator.get_layer(f"block_{index}"), f"DBlocks.{index}"
+        block, prefix = discriminator.get_layer(f"block_{index}"), block_key.format(index)
         pairs += [conv(block.down.kernel, f"{prefix}.conv_r.0.weight"),
                   conv(block.conv.kernel, f"{prefix}.conv_r.2.weight"),
                   (block.gamma, f"{prefix}.gamma", lambda a: a.reshape(()), (1,))]
@@ -111,11 +114,11 @@ def discriminator_pairs(backbone) -> list[tuple]:
     return pairs
 
 
-def head_pairs(backbone) -> list[tuple]:
-    """(Keras variable, torch key, transform, torch shape) for NetC."""
+def head_pairs(backbone, prefix: str = "") -> list[tuple]:
+    """(Keras variable, torch key, transform, torch shape) for NetC (SSA-GAN's NetD holds it as COND_DNET.)."""
     head = backbone.discriminator_head
-    return [conv(head.get_layer("joint_conv").kernel, "joint_conv.0.weight"),
-            conv(head.get_layer("to_logit").kernel, "joint_conv.2.weight")]
+    return [conv(head.get_layer("joint_conv").kernel, f"{prefix}joint_conv.0.weight"),
+            conv(head.get_layer("to_logit").kernel, f"{prefix}joint_conv.2.weight")]
 
 
 def _count_blocks(model) -> int:

@@ -17,7 +17,15 @@ import numpy as np
 from t2ictl import fileio, recipes, runs
 from t2ictl.errors import UserError
 from t2ictl.interop import damsm
-from t2ictl.torch_files import StateDict
+from t2ictl.torch_files import StateDict, read_checkpoint
+
+
+def read_state(path: Path, what: str) -> StateDict:
+    """A file that holds one state dict (the trainers' netG / netD saves)."""
+    data = read_checkpoint(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a state dict (the file holds a {type(data).__name__})")
+    return StateDict(data, path, what)
 
 
 def conv(variable, key: str) -> tuple:
