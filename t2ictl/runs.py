@@ -83,11 +83,12 @@ def open_run(path: Path, recipe: recipes.Recipe, data_dir: Path, phase: str, res
     """Create the run directory, or check that resuming it continues the same recipe on the same data.
 
     The run's vocabulary is its text encoder's: in the GAN phase the existing encoders' (from train.encoders, or
-    imported), whose vocabulary then tokenizes the data's captions; else (pretraining) the data's.
+    imported), whose vocabulary then tokenizes the data's captions; in pretraining those of pretrain.init, else the
+    data's.
     """
     run = RunDir(Path(path))
-    encoders = run.encoders_for(recipe)
-    encoders_vocab = encoders_vocab_file(encoders) if phase == "train" else None
+    encoders = run.encoders_for(recipe) if phase == "train" else find_encoders(Path(recipe.pretrain.init))
+    encoders_vocab = encoders_vocab_file(encoders) if phase == "train" or recipe.pretrain.init else None
     vocab_file = encoders_vocab or data_dir / VOCAB  # encoders copied without a vocabulary: the data's
     source = f"the encoders in {encoders}" if encoders_vocab else str(data_dir)
     vocab = Vocabulary.load(vocab_file)
@@ -202,6 +203,30 @@ def load_encoders(folder: Path, recipe: recipes.Recipe | None = None) -> tuple[E
     vocab_file = encoders_vocab_file(folder)
     vocab = Vocabulary.load(vocab_file) if vocab_file else None
     return Encoders(text, image, float(info.get("word_scale", 1.0)), vocab), info
+
+
+def init_overrides(path: Path) -> list[str]:
+    """The recipe values that encoders fix when phase 1 starts from them (pretrain.init): their sizes and trunk; the
+    trunk's weights come from them."""
+    folder = find_encoders(Path(path))
+    encoders, info = load_encoders(folder)
+    if encoders.image is None:
+        raise UserError(f"pretrain.init: the encoders in {folder} have no image encoder, which phase 1 trains; "
+                        "import them with --image-encoder")
+    embedding = _find_layer(encoders.text, "embedding")
+    return [f"pretrain.text_dim={info['text_dim']}", f"pretrain.embedding_dim={embedding.output_dim}",
+            f'pretrain.image_trunk="{info["image_trunk"]}"', 'pretrain.image_weights="none"']
+
+
+def _find_layer(model: keras.Model, name: str):
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        if isinstance(layer, keras.Model):
+            found = _find_layer(layer, name)
+            if found is not None:
+                return found
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -229,6 +229,29 @@ def test_a_gan_trains_on_the_imported_encoders_with_their_word_ids(imported, sha
     assert run.has_checkpoint("train")
 
 
+def test_supcon_pretraining_starts_from_the_imported_encoders(imported, tmp_path):
+    from conftest import prepare_shapes
+
+    from t2ictl import runs
+
+    data = prepare_shapes(tmp_path / "data", 24)
+    run_dir = tmp_path / "phase1"
+    result = CliRunner().invoke(app, ["pretrain", "--recipe", "shapes", "--data", str(data), "--run-dir",
+                                      str(run_dir), "--set", f'pretrain.init="{imported}"', "--set",
+                                      "pretrain.epochs=1", "--set", "pretrain.learning_rate=1e-9", "--set",
+                                      "data.batch_size=4", "--set", "runtime.precision=float32"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    recipe = runs.RunDir(run_dir).recipe()
+    assert (recipe.pretrain.image_trunk, recipe.pretrain.text_dim, recipe.contrastive.enabled) == (
+        damsm.IMAGE_TRUNK, TEXT_DIM, True)  # the imported encoders' sizes and trunk, the framework's loss on
+    assert runs.RunDir(run_dir).vocab() == runs.RunDir(imported).vocab()  # the official word ids
+    start, _ = runs.load_encoders(imported / "encoders")
+    end, _ = runs.load_encoders(run_dir / "encoders")
+    for before, after in ((start.text, end.text), (start.image, end.image)):  # a 1e-9 step leaves them in place
+        for a, b in zip(before.get_weights(), after.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_a_text_only_import_serves_dfgan_but_not_the_contrastive_loss(damsm_files, shapes_data, tmp_path):
     from t2ictl import runs
     from t2ictl.training import gan

@@ -22,13 +22,18 @@ def pretrain(
     """Pretrain the text and image encoders (DAMSM + supervised contrast over two weight-sharing branches).
 
     The run directory ends up with the encoders the GAN phase loads (encoders/). With contrastive.enabled = false
-    this is plain DAMSM pretraining, the paper's baseline.
+    this is plain DAMSM pretraining, the paper's baseline. With --set pretrain.init=RUN_DIR it starts from that
+    run's encoders (e.g. released DAMSM ones from `t2ictl import damsm`), their vocabulary and sizes.
     """
-    from t2ictl.runs import default_run_dir, open_run
+    from t2ictl.runs import default_run_dir, init_overrides, open_run
     from t2ictl.training.pretrain import pretrain as run_pretraining
 
     overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
     resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
+    if resolved.pretrain.init:  # the encoders' sizes and trunk, whatever the recipe says
+        resolved = common.resolve_recipe(recipe, run_dir, overrides + init_overrides(Path(resolved.pretrain.init)),
+                                         resume)
+        console.print(f"phase 1 starts from the encoders in {resolved.pretrain.init}", markup=False)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "pretrain", resume)
     metrics = run_pretraining(resolved, data_dir, manifest, run)

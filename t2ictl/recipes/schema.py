@@ -91,6 +91,7 @@ class PretrainConfig:
     image_trunk: str = "inception_v3"  # inception_v3 (the paper's) | inception_v3_torchvision (AttnGAN's) | small
     image_weights: str = "imagenet"  # imagenet | none | path: Keras include_top=False .h5, or torchvision's .pth
     train_trunk: str = "auto"  # auto: train the trunk only when it has no pretrained weights | true | false
+    init: str = ""  # encoders to start from (a run dir or its encoders/, e.g. `t2ictl import damsm`'s); "" = fresh
     small_trunk_width: int = 32
     gamma1: float = 4.0  # AttnGAN TRAIN.SMOOTH.GAMMA1
     gamma2: float = 5.0

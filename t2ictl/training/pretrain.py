@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from t2ictl.console import console
+from t2ictl.errors import UserError
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import GraphTokenizer, Vocabulary
 from t2ictl.evaluation.representation import retrieval_metrics
@@ -24,7 +25,7 @@ from t2ictl.losses import damsm
 from t2ictl.models.image_encoder import build_image_encoder
 from t2ictl.models.text_encoder import build_text_encoder, encode_captions
 from t2ictl.recipes import Recipe
-from t2ictl.runs import RunDir, save_encoders
+from t2ictl.runs import RunDir, find_encoders, load_encoders, save_encoders
 from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
 
@@ -61,14 +62,28 @@ class PretrainPhase(Phase):
         c = self.config
         self.text_encoder = build_text_encoder(len(self.vocab), self.recipe.data.max_words, c.embedding_dim,
                                                c.text_dim, c.text_dropout)
+        train_trunk = "false" if c.init and c.train_trunk == "auto" else c.train_trunk  # the init's trunk is trained
         self.image_encoder = build_image_encoder(c.image_trunk, self.recipe.data.image_size, c.text_dim,
-                                                 c.image_weights, c.train_trunk, c.small_trunk_width)
+                                                 c.image_weights, train_trunk, c.small_trunk_width)
+        if c.init:
+            self.start_from(Path(c.init))
         schedule = EpochDecay(c.learning_rate, c.lr_decay, self.steps_per_epoch)
         self.optimizer = distribute.optimizer(keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2))
         self.optimizer.build(self.text_encoder.trainable_variables + self.image_encoder.trainable_variables)
 
     def trackables(self) -> dict:
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder, "optimizer": self.optimizer}
+
+    def start_from(self, path: Path) -> None:
+        """Weights of the encoders in `path` (a calibrated text encoder's Rescaling layers hold none)."""
+        folder = find_encoders(path)
+        encoders, _ = load_encoders(folder, self.recipe)
+        for ours, theirs in ((self.text_encoder, encoders.text), (self.image_encoder, encoders.image)):
+            try:
+                ours.set_weights(theirs.get_weights())
+            except ValueError as exc:
+                raise UserError(f"pretrain.init: the {ours.name} in {folder} does not fit the recipe's: "
+                                f"{str(exc).splitlines()[0]}") from None
 
     def losses(self, batch: dict, training: bool) -> dict:
         """All loss terms of one merged batch."""
