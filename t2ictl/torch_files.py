@@ -6,6 +6,10 @@ the object, the list of storage keys, then each storage as an 8-byte element cou
 with an unpickler that resolves only the globals in ALLOWED: tensors become NumPy arrays, OrderedDicts stay
 OrderedDicts, and anything else in the file (a class, a function, numpy's reconstructor) is refused with one clear
 error. The captions pickles (Python 2, protocol 2) are read the same way, their byte strings as latin-1.
+
+A TorchScript archive (`torch.jit.save`, e.g. OpenAI's CLIP `ViT-B-32.pt`) is a zip of the same kind whose data.pkl
+pickles the module tree as objects of `__torch__.*` classes; `read_torchscript_state` takes those objects as plain
+attribute holders and returns the tensors by their state-dict names. The archive's code is never read.
 """
 
 from __future__ import annotations
@@ -105,14 +109,24 @@ ALLOWED = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """Resolves only the globals of ALLOWED; storages come from `storage(persistent_id)`."""
+class ScriptModule:
+    """A TorchScript module's attributes (submodules, tensors, flags) as data; none of its methods exist here."""
 
-    def __init__(self, file, path: Path, storage=None):
+    def __setstate__(self, state):
+        self.attributes = state if isinstance(state, dict) else {}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the globals of ALLOWED (and, for TorchScript archives, `__torch__.*` classes as ScriptModule);
+    storages come from `storage(persistent_id)`."""
+
+    def __init__(self, file, path: Path, storage=None, scripted: bool = False):
         super().__init__(file, encoding="latin1")
-        self.path, self.storage = path, storage
+        self.path, self.storage, self.scripted = path, storage, scripted
 
     def find_class(self, module: str, name: str):
+        if self.scripted and module.startswith("__torch__."):
+            return ScriptModule
         if (module, name) not in ALLOWED:
             raise UserError(f"{self.path}: refused {module}.{name}: t2ictl reads only tensors, OrderedDicts and "
                             "builtin containers from checkpoints and pickles, so that a file cannot run code")
@@ -149,7 +163,33 @@ def read_checkpoint(path: Path) -> Any:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
 
 
-def _read_zip(path: Path) -> Any:
+def read_torchscript_state(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a TorchScript archive by their state-dict names ("visual.conv1.weight", ...)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such TorchScript archive: {path}")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: not a TorchScript archive (not a zip file)")
+    try:
+        root = _read_zip(path, scripted=True)
+    except (pickle.UnpicklingError, EOFError, ValueError, struct.error, zipfile.BadZipFile, KeyError) as exc:
+        raise UserError(f"{path}: not a readable TorchScript archive ({type(exc).__name__}: {exc})") from None
+    if not isinstance(root, ScriptModule):
+        raise UserError(f"{path}: a zip of torch.save, not a TorchScript module; read it as a checkpoint")
+    return _script_tensors(root, "")
+
+
+def _script_tensors(module: ScriptModule, prefix: str) -> dict[str, np.ndarray]:
+    tensors = {}
+    for name, value in getattr(module, "attributes", {}).items():
+        if isinstance(value, ScriptModule):
+            tensors.update(_script_tensors(value, f"{prefix}{name}."))
+        elif isinstance(value, np.ndarray):
+            tensors[f"{prefix}{name}"] = value
+    return tensors
+
+
+def _read_zip(path: Path, scripted: bool = False) -> Any:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -168,7 +208,7 @@ def _read_zip(path: Path) -> Any:
                 loaded[key] = storage_array(archive.read(f"{prefix}data/{key}"), kind, path)
             return loaded[key]
 
-        return RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), path, storage).load()
+        return RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), path, storage, scripted).load()
 
 
 def _read_legacy(path: Path) -> Any:

@@ -265,6 +265,19 @@ def test_openai_state_dict_converts_to_the_same_function(tmp_path):
         clip.load_clip_vision(str(path))
 
 
+def test_openais_torchscript_archive_reads_as_its_state_dict(tmp_path):
+    from torch_format import script_modules, write_zip
+
+    state = openai_state(width=64, depth=2, patch=4, grid=3, embed=16, seed=1)
+    half = {k: v.astype(np.float16) for k, v in state.items()}  # the released ViT-B-32.pt holds float16 tensors
+    write_zip(tmp_path / "ViT-tiny.pt", script_modules(half), name="ViT-tiny")
+    np.savez(tmp_path / "ViT-tiny.npz", **{k: v.astype(np.float32) for k, v in half.items()})
+    images = real_batch(batch=2)
+    from_archive = clip.load_clip_vision(str(tmp_path / "ViT-tiny.pt"))
+    np.testing.assert_array_equal(from_archive(images)[1].numpy(),
+                                  clip.load_clip_vision(str(tmp_path / "ViT-tiny.npz"))(images)[1].numpy())
+
+
 def test_saved_model_and_cached_handle_round_trip(tmp_path, monkeypatch):
     keras.utils.set_random_seed(4)
     vision = clip.build_vision(clip.TINY)

@@ -106,3 +106,26 @@ def test_the_damsm_captions_pickle_of_python_2_reads_with_latin_1_strings(tmp_pa
     path = write_python2_pickle(tmp_path / "captions.pickle", captions)
     assert b"U\x04caf\xe9" in path.read_bytes()  # a Python 2 byte string, as the 2018 release wrote them
     assert read_pickle(path) == captions
+
+
+def test_a_torchscript_archive_gives_its_tensors_by_state_dict_name_and_nothing_else(tmp_path):
+    from torch_format import ScriptObject, script_modules
+
+    from t2ictl.torch_files import read_torchscript_state
+
+    state = {"visual.conv1.weight": np.arange(12, dtype=np.float16).reshape(3, 1, 2, 2),
+             "visual.transformer.resblocks.0.attn.in_proj_bias": np.ones(6, np.float32), "logit_scale": np.array(4.6)}
+    write_zip(tmp_path / "ViT.pt", script_modules(state), name="ViT")
+    read = read_torchscript_state(tmp_path / "ViT.pt")
+    assert set(read) == set(state)  # flags such as `training` are not tensors
+    for key, array in state.items():
+        np.testing.assert_array_equal(read[key], array)
+        assert read[key].dtype == array.dtype
+    with pytest.raises(UserError, match="refused __torch__.clip.model.CLIP"):
+        read_checkpoint(tmp_path / "ViT.pt")  # a checkpoint holds no TorchScript objects
+    write_zip(tmp_path / "plain.pt", {"weight": Tensor(np.zeros(2, np.float32))})
+    with pytest.raises(UserError, match="plain.pt: a zip of torch.save, not a TorchScript module"):
+        read_torchscript_state(tmp_path / "plain.pt")
+    write_zip(tmp_path / "code.pt", ScriptObject("clip.model.CLIP", {"run": RunsCode()}))
+    with pytest.raises(UserError, match="refused posix.system"):
+        read_torchscript_state(tmp_path / "code.pt")  # only __torch__ classes are taken as attribute holders

@@ -43,6 +43,27 @@ class Tensor:
         return shape, stride
 
 
+@dataclass
+class ScriptObject:
+    """A TorchScript module as `torch.jit.save` pickles it: an object of class `__torch__.<qualname>` built with
+    NEWOBJ and given its attributes (submodules, tensors, flags) by BUILD."""
+    qualname: str  # e.g. "clip.model.VisionTransformer"
+    attributes: dict
+
+
+def script_modules(state: dict, root: str = "clip.model.CLIP", training: bool = False) -> ScriptObject:
+    """The module tree of a flat state dict ("visual.conv1.weight": array, ...), its tensors as Tensor(array)."""
+    top = ScriptObject(root, {"training": training})
+    for key, array in state.items():
+        node = top
+        *path, name = key.split(".")
+        for part in path:
+            node = node.attributes.setdefault(part, ScriptObject(f"torch.nn.modules.module.{part.title()}",
+                                                                 {"training": training}))
+        node.attributes[name] = Tensor(array)
+    return top
+
+
 class StorageStub:
     def __init__(self, tensor: Tensor):
         self.tensor = tensor
@@ -50,6 +71,27 @@ class StorageStub:
 
 def rebuild_stub(*args):  # never called: only its name is written
     raise AssertionError
+
+
+def script_instances(obj):
+    """ScriptObjects as instances of their stand-in classes, which pickle writes with NEWOBJ and BUILD."""
+    if isinstance(obj, ScriptObject):
+        instance = object.__new__(script_class(obj.qualname))
+        instance.__dict__.update({k: script_instances(v) for k, v in obj.attributes.items()})
+        return instance
+    return obj
+
+
+def script_class(qualname: str) -> type:
+    """A stand-in class `__torch__.<qualname>`, registered so that pickle can name it."""
+    module_name, _, name = f"__torch__.{qualname}".rpartition(".")
+    parts = module_name.split(".")
+    for depth in range(1, len(parts) + 1):  # pickle imports the module, its parents first
+        sys.modules.setdefault(".".join(parts[:depth]), types.ModuleType(".".join(parts[:depth])))
+    module = sys.modules[module_name]
+    if not hasattr(module, name):
+        setattr(module, name, type(name, (), {"__module__": module_name, "__qualname__": name}))
+    return getattr(module, name)
 
 
 @contextlib.contextmanager
@@ -105,7 +147,7 @@ def write_zip(path: Path, obj, name: str = "archive") -> Path:
     storages: list = []
     buffer = io.BytesIO()
     with torch_names() as torch:
-        _Pickler(buffer, torch, False, storages).dump(obj)
+        _Pickler(buffer, torch, False, storages).dump(script_instances(obj))
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(f"{name}/data.pkl", buffer.getvalue())
         archive.writestr(f"{name}/byteorder", "little")

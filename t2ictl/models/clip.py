@@ -12,6 +12,8 @@ token joins the sequence for each chosen block (and leaves it after that block).
 
 Where the weights come from (`model.clip` in a recipe):
 - "tiny": fixed random weights (the same in every process) with the TINY shapes (tests and quick runs);
+- OpenAI's released `.pt` file (ViT-B-32.pt, a TorchScript archive): its tensors are read by name from the archive
+  (t2ictl/torch_files.py), its code never runs, torch is not needed;
 - a `.npz` file of OpenAI CLIP's state dict (the released ViT-B/32, e.g. saved from PyTorch with
   `numpy.savez(path, **{k: v.numpy() for k, v in model.state_dict().items()})`): converted on load;
 - a `.weights.h5` file written by `save_weights` (HDF5: the spec as file attributes, one dataset per weight, named
@@ -38,6 +40,7 @@ from keras import layers, ops
 
 from t2ictl.errors import UserError
 from t2ictl.fileio import atomic_path
+from t2ictl.torch_files import read_torchscript_state
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's image normalisation (OpenAI clip/clip.py)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -318,11 +321,13 @@ def hub_cache_folder(handle: str) -> Path:
 
 
 def load_clip_vision(source: str) -> ClipVision:
-    """The frozen CLIP ViT named by `model.clip`: "tiny", an OpenAI .npz state dict, a .weights.h5 file, a SavedModel
-    folder or a TF-Hub handle."""
+    """The frozen CLIP ViT named by `model.clip`: "tiny", OpenAI's released TorchScript archive (ViT-B-32.pt, read
+    without running it), an OpenAI .npz state dict, a .weights.h5 file, a SavedModel folder or a TF-Hub handle."""
     if source == "tiny":
         return build_vision(TINY, seed=TINY_SEED)
     path = Path(source).expanduser()
+    if source.endswith(".pt"):
+        return from_openai_state(read_torchscript_state(path), source)
     if source.endswith(".npz"):
         if not path.is_file():
             raise UserError(f"{RECIPE_KEY} = {source!r}: no such file (OpenAI CLIP's state dict saved with "

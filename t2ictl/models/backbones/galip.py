@@ -69,7 +69,7 @@ BRIDGE_SCALE = 0.1  # models/GALIP.py CLIP_Adapter: conv(fuse_feat + 0.1 * map_f
 @dataclass
 class GALIPConfig(BackboneConfig):
     backbone: str = "galip"
-    clip: str = "clip/ViT-B-32.npz"  # cfg/*.yml clip4trn: OpenAI ViT-B/32 (see t2ictl/models/clip.py for the forms)
+    clip: str = "clip/ViT-B-32.pt"  # cfg/*.yml clip4trn: OpenAI ViT-B/32 (see t2ictl/models/clip.py for the forms)
     nf: int = 64  # cfg/birds.yml, cfg/coco.yml: nf: 64
     z_dim: int = 100  # cfg/*.yml: z_dim: 100
     g_lr: float = 1e-4  # cfg/*.yml lr_g: 0.0001
@@ -86,7 +86,8 @@ class GALIPConfig(BackboneConfig):
 
     def validate(self) -> None:
         if not isinstance(self.clip, str) or not self.clip.strip():
-            raise ValueError('clip: must name "tiny", a .weights.h5 file, a SavedModel folder or a TF-Hub handle')
+            raise ValueError('clip: must name "tiny", OpenAI\'s ViT-B-32.pt, a .npz or .weights.h5 file, a SavedModel '
+                             'folder or a TF-Hub handle')
         for key in ("nf", "z_dim", "mapper_channels", "mapper_mid_channels", "mapper_blocks"):
             value = getattr(self, key)
             if value <= 0:
