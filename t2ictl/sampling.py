@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from t2ictl import fileio
-from t2ictl.data.vocab import PAD_ID, Vocabulary, tokenize
+from t2ictl.data.vocab import PAD_ID, GraphTokenizer, Vocabulary, tokenize
 from t2ictl.errors import UserError
 from t2ictl.models.text_encoder import text_features
 
@@ -41,9 +41,12 @@ def tokenize_captions(captions: list[str], vocab: Vocabulary, max_words: int) ->
             raise UserError(f"caption {caption!r} has no words")
         if len(unknown_words) == len(words):
             raise UserError(f"caption {caption!r} has only words the model does not know")
-        ids = vocab.encode(caption)[:max_words]
-        tokens[row, : len(ids)] = ids
+        if vocab.tokenizer != "clip":
+            ids = vocab.encode(caption)[:max_words]
+            tokens[row, : len(ids)] = ids
         unknown.append(unknown_words)
+    if vocab.tokenizer == "clip":  # BPE runs in the graph only
+        tokens = GraphTokenizer(vocab, max_words).ids(tf.constant(captions))[0].numpy()
     return tokens, unknown
 
 

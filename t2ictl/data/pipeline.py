@@ -189,7 +189,8 @@ def _paired(data: tf.data.Dataset, seed: int, epoch) -> tf.data.Dataset:
 
     data = data.enumerate().map(keyed)
     # an unlabelled example is emitted twice in a row, so its key (-1) window closes on the two copies
-    data = data.flat_map(lambda e: tf.data.Dataset.from_tensors(e).repeat(tf.where(e["pair_key"] < 0, tf.constant(2, tf.int64), 1)))
+    data = data.flat_map(lambda e: tf.data.Dataset.from_tensors(e).repeat(
+        tf.where(e["pair_key"] < 0, tf.constant(2, tf.int64), 1)))
     data = data.group_by_window(key_func=lambda e: e["pair_key"], reduce_func=lambda _, window: window.padded_batch(2),
                                 window_size=2)
     data = data.filter(lambda w: tf.shape(w["pair_key"])[0] == 2)
@@ -233,8 +234,8 @@ def train_dataset(data_dir: Path, config: DataConfig, vocab: Vocabulary, *, pair
     data = tf.data.Dataset.counter(first_epoch).flat_map(epoch_stream)
     data = data.batch(batch, drop_remainder=True)
     if paired:
-        data = data.map(lambda p: {"a": _tokenized(p["a"], tokenizer, False), "b": _tokenized(p["b"], tokenizer, False)},
-                        num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(lambda p: {"a": _tokenized(p["a"], tokenizer, False),
+                                   "b": _tokenized(p["b"], tokenizer, False)}, num_parallel_calls=tf.data.AUTOTUNE)
     else:
         data = data.map(lambda b: _tokenized(b, tokenizer, False), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)

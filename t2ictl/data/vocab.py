@@ -1,6 +1,6 @@
 """Tokenizers and vocabularies, identical in Python and inside a TensorFlow graph (for the input pipeline and export).
 
-Two tokenizers:
+Three tokenizers:
 - "ascii" (t2ictl's own vocabularies): tokens are maximal runs of ASCII letters and digits after ASCII lower-casing,
   so that Python and TensorFlow (RE2) agree byte for byte. Index 0 is `<pad>`, index 1 is `<unk>`; the other words
   follow by descending count, ties alphabetical.
@@ -9,6 +9,9 @@ Two tokenizers:
   is `<end>`, which pads; words not in the vocabulary are dropped, as AttnGAN's and DF-GAN's loaders drop them. The
   graph uses RE2's Unicode tables: they agree with Python's `\\w` on every code point below U+3000 (and lag it only on
   scripts added to Unicode lately).
+- "clip" (CLIP's text tower, for GALIP's released models): byte-level BPE over the merges of CLIP's vocabulary file
+  (data/clip_bpe.py); a caption becomes <|startoftext|>, its ids, <|endoftext|>, padded with 0. It knows every text,
+  and runs in the graph only (Python asks the graph).
 """
 
 from __future__ import annotations
@@ -29,12 +32,15 @@ PAD_ID, UNK_ID = 0, 1
 DAMSM_END = "<end>"
 TOKEN_PATTERN = "[a-z0-9]+"
 DAMSM_PATTERN = r"\w+"
+CLIP_SPECIAL = ("<|startoftext|>", "<|endoftext|>")
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 _DAMSM_RE = re.compile(DAMSM_PATTERN)
 
 
 def tokenize(text: str, tokenizer: str = "ascii") -> list[str]:
+    if tokenizer == "clip":
+        return text.split()  # whitespace-separated: what a CLIP caption holds before BPE (for the "no words" check)
     if tokenizer == "damsm":
         tokens = (token.encode("ascii", "ignore").decode("ascii") for token in _DAMSM_RE.findall(text.lower()))
         return [token for token in tokens if token]
@@ -47,6 +53,7 @@ class Vocabulary:
     counts: dict[str, int]
     min_count: int
     tokenizer: str = "ascii"
+    merges: tuple[str, ...] = ()  # "clip": the BPE merges ("a b"), lowest rank first
 
     @classmethod
     def build(cls, captions: Iterable[str], min_count: int = 1) -> "Vocabulary":
@@ -62,6 +69,14 @@ class Vocabulary:
         return cls(words=tuple(ixtoword[i] for i in range(len(ixtoword))), counts={}, min_count=0,
                    tokenizer="damsm")
 
+    @classmethod
+    def clip(cls, merges: list[str]) -> "Vocabulary":
+        """CLIP's vocabulary from the merges of its BPE file (clip_bpe.read_merges)."""
+        from t2ictl.data import clip_bpe
+
+        return cls(words=clip_bpe.vocabulary_words(merges), counts={}, min_count=0, tokenizer="clip",
+                   merges=tuple(merges))
+
     def __len__(self) -> int:
         return len(self.words)
 
@@ -74,19 +89,24 @@ class Vocabulary:
         return {word: i for i, word in enumerate(self.words)}
 
     def encode(self, text: str) -> list[int]:
+        if self.tokenizer == "clip":
+            raise ValueError("a CLIP vocabulary encodes in the graph: GraphTokenizer(vocab, 77).ids(captions)")
         index = self.index
         ids = (index.get(token, UNK_ID) for token in tokenize(text, self.tokenizer)
                if token in index or not self.drops_unknown)
         return list(ids)
 
     def unknown_words(self, text: str) -> list[str]:
+        if self.tokenizer == "clip":
+            return []  # byte-level BPE spells any text
         index = self.index
         return [token for token in tokenize(text, self.tokenizer) if token not in index]
 
     def to_json(self) -> dict:
-        pattern = DAMSM_PATTERN if self.tokenizer == "damsm" else TOKEN_PATTERN
-        return {"words": list(self.words), "counts": self.counts, "min_count": self.min_count,
+        pattern = {"damsm": DAMSM_PATTERN, "ascii": TOKEN_PATTERN}.get(self.tokenizer, "")
+        data = {"words": list(self.words), "counts": self.counts, "min_count": self.min_count,
                 "tokenizer": self.tokenizer, "token_pattern": pattern}
+        return data | ({"merges": list(self.merges)} if self.tokenizer == "clip" else {})
 
     def save(self, path: Path) -> None:
         fileio.write_json(path, self.to_json())
@@ -99,14 +119,15 @@ class Vocabulary:
             counts = {str(k): int(v) for k, v in data["counts"].items()}
             min_count = int(data["min_count"])
             tokenizer = data.get("tokenizer", "ascii")
+            merges = tuple(data.get("merges", ()))
         except FileNotFoundError:
             raise UserError(f"vocabulary {path} does not exist; run `t2ictl prepare` first") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"vocabulary {path} is not a t2ictl vocabulary: {exc}") from None
-        first = {"ascii": (PAD, UNK), "damsm": (DAMSM_END,)}.get(tokenizer)
-        if first is None or words[:len(first)] != first:
+        first = {"ascii": (PAD, UNK), "damsm": (DAMSM_END,), "clip": ()}.get(tokenizer)
+        if first is None or words[:len(first)] != first or (tokenizer == "clip" and words[-2:] != CLIP_SPECIAL):
             raise UserError(f"vocabulary {path} uses an unknown tokenizer or does not start with its special words")
-        return cls(words=words, counts=counts, min_count=min_count, tokenizer=tokenizer)
+        return cls(words=words, counts=counts, min_count=min_count, tokenizer=tokenizer, merges=merges)
 
 
 class GraphTokenizer:
@@ -116,6 +137,11 @@ class GraphTokenizer:
         import tensorflow as tf
 
         self.max_words, self.tokenizer, self.drops_unknown = max_words, vocab.tokenizer, vocab.drops_unknown
+        if vocab.tokenizer == "clip":
+            from t2ictl.data.clip_bpe import ClipBpe
+
+            self.bpe = ClipBpe(vocab.words, vocab.merges, max_words)
+            return
         # the special words cannot be tokens (no tokenizer keeps "<"), so every word can go into the table
         self.table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(tf.constant(vocab.words, tf.string),
@@ -147,6 +173,8 @@ class GraphTokenizer:
         """(token ids [batch, max_words] int32 padded with PAD_ID, lengths [batch] int32), first max_words words."""
         import tensorflow as tf
 
+        if self.tokenizer == "clip":
+            return self.bpe.ids(captions)
         ids = self.lookup(self.words(captions))
         if self.drops_unknown:
             ids = tf.ragged.boolean_mask(ids, ids >= 0)

@@ -4,8 +4,8 @@ Two branches share one text encoder and one image encoder: branch A is a batch o
 batch whose i-th example shares a label with A's i-th. Running both through the same models is running the models once
 on the concatenated batch [A; B], which is what the step does. The DAMSM word and sentence losses (AttnGAN) are computed
 over the whole 2B batch; the supervised contrastive loss sees the features of both branches together, across modalities:
-with `contrastive.pretrain_features = "both"` the pool is [image features; sentence features] (4B rows) and positives are rows
-whose labels match, plus each image with its own caption (so an image with no label still has a positive).
+with `contrastive.pretrain_features = "both"` the pool is [image features; sentence features] (4B rows) and positives
+are rows whose labels match, plus each image with its own caption (so an image with no label still has a positive).
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class CubSource(Source):
         self._splits = None
 
     def _split_rule(self, inputs: list[Path], trust_pickle: bool):
-        """A description of the rule, and a function from (image id, image path without extension) to its split (None: left out)."""
+        """A description of the rule, and a function from (image id, image path without extension) to its split
+        (None: left out)."""
         train_pickle = locate.find(inputs, "train/filenames.pickle")
         test_pickle = locate.find(inputs, "test/filenames.pickle")
         if trust_pickle and train_pickle and test_pickle:
