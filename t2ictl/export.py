@@ -25,7 +25,7 @@ from t2ictl.sampling import noise, to_uint8
 class TextToImage(tf.Module):
     def __init__(self, tokenizer: GraphTokenizer, text_encoder, generator, noise_dim: int):
         super().__init__(name="t2ictl")
-        self.table = tokenizer.table  # tracked so the vocabulary is saved with the model
+        self.tables = tokenizer.tables  # tracked so the vocabulary is saved with the model
         self.tokenizer = tokenizer
         self.text_encoder = text_encoder
         self.generator = generator

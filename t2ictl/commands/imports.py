@@ -203,3 +203,41 @@ def ssagan(
         ("checkpoint", done["checkpoint"]),
     ]))
     console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")
+
+
+@import_app.command("galip")
+def galip(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="GALIP's checkpoint (tobran/GALIP state_epoch_XXX.pth: "
+                                    "netG, netD, netC and, when saved, both Adam states)."),
+    clip: Path = typer.Option(..., "--clip", help="The CLIP GALIP froze: OpenAI's ViT-B-32.pt as released (a "
+                              "TorchScript archive, read without running it); its text tower encodes the captions, "
+                              "its ViT runs inside the generator and the discriminator."),
+    bpe: Optional[Path] = typer.Option(None, "--bpe", help="CLIP's BPE vocabulary bpe_simple_vocab_16e6.txt.gz; "
+                                       "default: the one of an installed clip package (openai-clip, clip-anytorch)."),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe of the data the model was trained on (cub, "
+                               "coco, or a .toml path); cub and coco take their -galip sibling, and the file's sizes "
+                               "(nf, z_dim, mapper, image size) override it."),
+    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    set_: Optional[List[str]] = common.SetOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+) -> None:
+    """Import a GALIP checkpoint and its CLIP as a training run that sample, export, score and train --resume accept.
+
+    The run keeps the official architecture (CLIP's text embedding as the condition, 224-px images, no tanh, CLIP's
+    input as the official code prepares it) and trains on without the contrastive loss (no DAMSM image encoder).
+    """
+    from t2ictl.interop import galip as galip_files
+
+    done = galip_files.import_checkpoint(checkpoint, clip, bpe, run_dir, recipe, set_ or [], overwrite)
+    model = done["recipe"].model
+    console.print(table(f"imported GALIP into {run_dir}", ["item", "value"], [
+        ("recipe", done["recipe"].name),
+        ("generator", f"nf {model.nf}, z {model.z_dim}, {model.final_size}-px images from "
+                      f"{done['recipe'].data.image_size}-px data"),
+        ("text encoder", f"CLIP's text tower, {done['recipe'].pretrain.text_dim}-d sentences, BPE vocabulary"),
+        ("parameters", done["parameters"]),
+        ("epoch in the file", "-" if done["epoch"] is None else done["epoch"]),
+        ("Adam state", f"yes, step {done['step']}" if done["adam"] else "none in the file (restarts at step 0)"),
+        ("checkpoint", done["checkpoint"]),
+    ]))
+    console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")

@@ -141,6 +141,7 @@ class GraphTokenizer:
             from t2ictl.data.clip_bpe import ClipBpe
 
             self.bpe = ClipBpe(vocab.words, vocab.merges, max_words)
+            self.tables = [self.bpe.bytes, self.bpe.ranks, self.bpe.ids_of]
             return
         # the special words cannot be tokens (no tokenizer keeps "<"), so every word can go into the table
         self.table = tf.lookup.StaticHashTable(
@@ -148,6 +149,7 @@ class GraphTokenizer:
                                                 tf.range(len(vocab), dtype=tf.int64)),
             default_value=-1 if vocab.drops_unknown else UNK_ID,
         )
+        self.tables = [self.table]  # what a tf.Module that tokenizes must track
 
     def words(self, captions):
         """Ragged [batch, None] tf.string tokens of a [batch] tf.string tensor, as `tokenize`."""

@@ -28,7 +28,7 @@ from t2ictl.torch_files import StateDict, read_checkpoint
 
 @dataclass(frozen=True)
 class Official:
-    """The parts of a DF-GAN checkpoint."""
+    """The parts of a DF-GAN (or GALIP) checkpoint."""
 
     generator: StateDict
     discriminator: StateDict
@@ -37,11 +37,12 @@ class Official:
     epoch: int | None
 
 
-def read_dfgan(path: Path) -> Official:
+def read_dfgan(path: Path, name: str = "DF-GAN") -> Official:
+    """A state_epoch_XXX.pth of DF-GAN's layout (GALIP's too)."""
     data = read_checkpoint(path)
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict) or not {"netG", "netD", "netC"} <= set(model):
-        raise UserError(f"{path}: not a DF-GAN checkpoint (no {{'model': {{'netG', 'netD', 'netC'}}}})")
+        raise UserError(f"{path}: not a {name} checkpoint (no {{'model': {{'netG', 'netD', 'netC'}}}})")
     optimizers = data.get("optimizers")
     epoch = data.get("epoch")
     return Official(StateDict(model["netG"], path, "netG"), StateDict(model["netD"], path, "netD"),
@@ -69,13 +70,13 @@ def recipe_overrides(official: Official, has_image_encoder: bool) -> list[str]:
     return overrides + ([] if has_image_encoder else ["contrastive.enabled=false"])
 
 
-def projection_pairs(project, channels: int) -> list[tuple]:
-    """NetG's first linear layer (fc, with bias) onto `project`: a [C, 4, 4] map's outputs reordered to [4, 4, C]."""
-    def hwc(rows):  # fc outputs numbered (c, h, w) -> (h, w, c), as Reshape((4, 4, C)) reads them
-        return rows.reshape(channels, 4, 4, -1).transpose(1, 2, 0, 3).reshape(16 * channels, -1)
+def projection_pairs(project, channels: int, grid: int = 4, key: str = "fc") -> list[tuple]:
+    """NetG's first linear layer (with bias) onto `project`: a [C, g, g] map's outputs reordered to [g, g, C]."""
+    def hwc(rows):  # outputs numbered (c, h, w) -> (h, w, c), as Reshape((g, g, C)) reads them
+        return rows.reshape(channels, grid, grid, -1).transpose(1, 2, 0, 3).reshape(grid * grid * channels, -1)
 
-    return [(project.kernel, "fc.weight", lambda a: hwc(a).T, tuple(project.kernel.shape[::-1])),
-            (project.bias, "fc.bias", lambda a: hwc(a[:, None])[:, 0], tuple(project.bias.shape))]
+    return [(project.kernel, f"{key}.weight", lambda a: hwc(a).T, tuple(project.kernel.shape[::-1])),
+            (project.bias, f"{key}.bias", lambda a: hwc(a[:, None])[:, 0], tuple(project.bias.shape))]
 
 
 def generator_pairs(backbone) -> list[tuple]:
@@ -83,19 +84,26 @@ def generator_pairs(backbone) -> list[tuple]:
     generator = backbone.generator
     pairs = projection_pairs(generator.get_layer("project"), 8 * backbone.config.nf)
     for index in range(_count_blocks(generator)):
-        block, prefix = generator.get_layer(f"block_{index}"), f"GBlocks.{index}"
-        for ours, theirs in ((block.conv_1, "c1"), (block.conv_2, "c2"), (block.shortcut, "c_sc")):
-            if ours is not None:
-                pairs += [conv(ours.kernel, f"{prefix}.{theirs}.weight"), same(ours.bias, f"{prefix}.{theirs}.bias")]
-        for fuse, theirs in ((block.fuse_1, "fuse1"), (block.fuse_2, "fuse2")):
-            for affine, affine_name in ((fuse.first, "affine0"), (fuse.second, "affine1")):
-                for part in ("gamma", "beta"):
-                    for layer, linear in ((getattr(affine, f"{part}_hidden"), "linear1"),
-                                          (getattr(affine, f"{part}_out"), "linear2")):
-                        key = f"{prefix}.{theirs}.{affine_name}.fc_{part}.{linear}"
-                        pairs += [dense(layer.kernel, f"{key}.weight"), same(layer.bias, f"{key}.bias")]
+        pairs += block_pairs(generator.get_layer(f"block_{index}"), f"GBlocks.{index}")
     rgb = generator.get_layer("to_rgb")
     return pairs + [conv(rgb.kernel, "to_rgb.1.weight"), same(rgb.bias, "to_rgb.1.bias")]
+
+
+def block_pairs(block, prefix: str, convs=(("conv_1", "c1"), ("conv_2", "c2"))) -> list[tuple]:
+    """A G block (GALIP's M block too): its convolutions, shortcut and the two fusion blocks' affine MLPs."""
+    pairs = []
+    for ours, theirs in (*convs, ("shortcut", "c_sc")):
+        layer = getattr(block, ours)
+        if layer is not None:
+            pairs += [conv(layer.kernel, f"{prefix}.{theirs}.weight"), same(layer.bias, f"{prefix}.{theirs}.bias")]
+    for fuse, theirs in ((block.fuse_1, "fuse1"), (block.fuse_2, "fuse2")):
+        for affine, affine_name in ((fuse.first, "affine0"), (fuse.second, "affine1")):
+            for part in ("gamma", "beta"):
+                for layer, linear in ((getattr(affine, f"{part}_hidden"), "linear1"),
+                                      (getattr(affine, f"{part}_out"), "linear2")):
+                    key = f"{prefix}.{theirs}.{affine_name}.fc_{part}.{linear}"
+                    pairs += [dense(layer.kernel, f"{key}.weight"), same(layer.bias, f"{key}.bias")]
+    return pairs
 
 
 def discriminator_pairs(backbone, block_key: str = "DBlocks.{}") -> list[tuple]:

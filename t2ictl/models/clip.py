@@ -74,9 +74,9 @@ def _normal(stddev: float, seed: int | None, offset: int) -> keras.initializers.
 class ResidualBlock(layers.Layer):
     """x + attention(ln_1(x)), then x + mlp(ln_2(x)); the MLP is 4x wide with QuickGELU, as CLIP."""
 
-    def __init__(self, width: int, heads: int, seed: int | None = None, **kwargs):
+    def __init__(self, width: int, heads: int, seed: int | None = None, causal: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.width = width
+        self.width, self.heads, self.causal = width, heads, causal  # causal: CLIP's text tower, each token sees back
         self.ln_1 = layers.LayerNormalization(epsilon=1e-5, name="ln_1")
         self.attention = layers.MultiHeadAttention(heads, width // heads, kernel_initializer=_normal(
             width**-0.5, seed, 0), name="attention")
@@ -94,7 +94,7 @@ class ResidualBlock(layers.Layer):
 
     def call(self, tokens):
         h = self.ln_1(tokens)
-        tokens = tokens + self.attention(h, h)
+        tokens = tokens + self.attention(h, h, use_causal_mask=self.causal)
         h = self.mlp_in(self.ln_2(tokens))
         h = h * ops.sigmoid(1.702 * h)  # QuickGELU
         return tokens + self.mlp_out(h)
@@ -157,7 +157,11 @@ class ClipVision(layers.Layer):
 
     def encode(self, images, block_ids) -> tuple[list[tf.Tensor], tf.Tensor]:
         """(grid tokens after each block in `block_ids` [B, g, g, W], embedding [B, E])."""
-        tokens = self._sequence(self.patch_embedding(self.preprocess(images)))
+        return self.encode_pixels(self.preprocess(images), block_ids)
+
+    def encode_pixels(self, pixels, block_ids) -> tuple[list[tf.Tensor], tf.Tensor]:
+        """`encode` of pixels already at the ViT's size and normalised as CLIP's input."""
+        tokens = self._sequence(self.patch_embedding(ops.cast(pixels, self.compute_dtype)))
         maps = []
         for index, block in enumerate(self.blocks):
             tokens = block(tokens)
@@ -294,24 +298,30 @@ def from_openai_state(state, source: str) -> ClipVision:
     for norm in ("ln_pre", "ln_post"):
         values[f"{norm}/gamma"], values[f"{norm}/beta"] = get(f"{norm}.weight"), get(f"{norm}.bias")
     for i in range(depth):
-        block, ours = f"transformer.resblocks.{i}", f"block_{i}"
-        in_weight, in_bias = get(f"{block}.attn.in_proj_weight"), get(f"{block}.attn.in_proj_bias")
-        for k, name in enumerate(("query", "key", "value")):  # in_proj stacks q, k, v along its output axis
-            rows = slice(k * width, (k + 1) * width)
-            values[f"{ours}/attention/{name}/kernel"] = in_weight[rows].T.reshape(width, heads, width // heads)
-            values[f"{ours}/attention/{name}/bias"] = in_bias[rows].reshape(heads, width // heads)
-        values[f"{ours}/attention/attention_output/kernel"] = (
-            get(f"{block}.attn.out_proj.weight").T.reshape(heads, width // heads, width))
-        values[f"{ours}/attention/attention_output/bias"] = get(f"{block}.attn.out_proj.bias")
-        for norm in ("ln_1", "ln_2"):
-            values[f"{ours}/{norm}/gamma"] = get(f"{block}.{norm}.weight")
-            values[f"{ours}/{norm}/beta"] = get(f"{block}.{norm}.bias")
-        for layer, theirs in (("mlp_in", "c_fc"), ("mlp_out", "c_proj")):
-            values[f"{ours}/{layer}/kernel"] = get(f"{block}.mlp.{theirs}.weight").T
-            values[f"{ours}/{layer}/bias"] = get(f"{block}.mlp.{theirs}.bias")
+        values.update(block_values(get, f"transformer.resblocks.{i}", f"block_{i}", width, heads))
     vision = build_vision(spec)
     assign_weights(vision, values, source)
     return vision
+
+
+def block_values(get, block: str, ours: str, width: int, heads: int) -> dict[str, np.ndarray]:
+    """One residual block of OpenAI's layout (`get(name)` gives its arrays) as the weights of a ResidualBlock."""
+    values = {}
+    in_weight, in_bias = get(f"{block}.attn.in_proj_weight"), get(f"{block}.attn.in_proj_bias")
+    for k, name in enumerate(("query", "key", "value")):  # in_proj stacks q, k, v along its output axis
+        rows = slice(k * width, (k + 1) * width)
+        values[f"{ours}/attention/{name}/kernel"] = in_weight[rows].T.reshape(width, heads, width // heads)
+        values[f"{ours}/attention/{name}/bias"] = in_bias[rows].reshape(heads, width // heads)
+    values[f"{ours}/attention/attention_output/kernel"] = (
+        get(f"{block}.attn.out_proj.weight").T.reshape(heads, width // heads, width))
+    values[f"{ours}/attention/attention_output/bias"] = get(f"{block}.attn.out_proj.bias")
+    for norm in ("ln_1", "ln_2"):
+        values[f"{ours}/{norm}/gamma"] = get(f"{block}.{norm}.weight")
+        values[f"{ours}/{norm}/beta"] = get(f"{block}.{norm}.bias")
+    for layer, theirs in (("mlp_in", "c_fc"), ("mlp_out", "c_proj")):
+        values[f"{ours}/{layer}/kernel"] = get(f"{block}.mlp.{theirs}.weight").T
+        values[f"{ours}/{layer}/bias"] = get(f"{block}.mlp.{theirs}.bias")
+    return values
 
 
 def hub_cache_folder(handle: str) -> Path:

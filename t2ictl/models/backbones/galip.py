@@ -59,7 +59,7 @@ from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, FusionBlock, GeneratorBlock, channel_shortcut,
                                             generator_widths, torch_conv, torch_dense)
 from t2ictl.models.text_encoder import TextFeatures
-from t2ictl.models.clip import ClipVision, load_clip_vision
+from t2ictl.models.clip import CLIP_MEAN, CLIP_STD, ClipVision, load_clip_vision
 
 PROMPT_BLOCKS = (1, 2, 3, 4, 5, 6, 7, 8)  # models/GALIP.py CLIP_Mapper: selected = [1..8] of 12
 FEATURE_BLOCKS = (1, 4, 8)  # models/GALIP.py CLIP_IMG_ENCODER: selected = [1, 4, 8] of 12
@@ -83,6 +83,11 @@ class GALIPConfig(BackboneConfig):
     mapper_mid_channels: int = 32  # models/GALIP.py NetG: mid_ch = 32
     mapper_blocks: int = 4  # models/GALIP.py NetG: CLIP_Adapter(..., map_num=4)
     align_temperature: float = 0.07  # CLIP's initial logit scale 1/0.07 (the sentence projection's InfoNCE)
+    # the official architecture where this module departs from it (see "Adaptations"); `t2ictl import galip` sets them
+    clip_text: bool = False  # the text encoder is CLIP's text tower: the CLIP similarity takes the sentence itself
+    final_size: int = 0  # the last G block's size; 0: data.image_size (official: 224, CLIP's input, on 256-px data)
+    rgb_tanh: bool = True  # tanh after the RGB conv (official: none; sampling clips to [-1, 1])
+    clip_input: str = "bilinear"  # how images reach the ViT: bilinear | official (nearest, [-1, 1] mapped twice)
 
     def validate(self) -> None:
         if not isinstance(self.clip, str) or not self.clip.strip():
@@ -100,10 +105,12 @@ class GALIPConfig(BackboneConfig):
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{key}: must be in [0, 1), got {value}")
-        for key in ("gp_weight", "sim_weight"):
+        for key in ("gp_weight", "sim_weight", "final_size"):
             value = getattr(self, key)
             if not value >= 0:
                 raise ValueError(f"{key}: must be zero or positive, got {value}")
+        if self.clip_input not in ("bilinear", "official"):
+            raise ValueError(f'clip_input: must be "bilinear" or "official", got {self.clip_input!r}')
 
 
 def scaled_blocks(blocks: tuple[int, ...], layers_count: int) -> list[int]:
@@ -271,7 +278,7 @@ class GALIP(Backbone):
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
         self.discriminator_head = self.build_discriminator_head()
-        self.sentence_projection = self.build_sentence_projection()
+        self.sentence_projection = None if self.config.clip_text else self.build_sentence_projection()
 
     def build_generator(self) -> keras.Model:
         c, spec = self.config, self.vision.spec
@@ -291,11 +298,12 @@ class GALIP(Backbone):
         x = torch_conv(8 * c.nf, 5, spec.width, name="from_clip")(x)
         widths = generator_widths(self.image_size)
         for index, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-            x = ResizingGeneratorBlock(w_in * c.nf, w_out * c.nf, condition_dim, 2 ** (index + 3),
-                                       name=f"block_{index}")(x, condition)
+            size = c.final_size if c.final_size and index == len(widths) - 2 else 2 ** (index + 3)
+            x = ResizingGeneratorBlock(w_in * c.nf, w_out * c.nf, condition_dim, size, name=f"block_{index}")(
+                x, condition)
         x = layers.LeakyReLU(LEAKY_SLOPE, name="rgb_activation")(x)
         x = torch_conv(3, 3, widths[-1] * c.nf, name="to_rgb")(x)
-        image = layers.Activation("tanh", dtype="float32", name="image")(x)
+        image = layers.Activation("tanh" if c.rgb_tanh else "linear", dtype="float32", name="image")(x)
         return keras.Model(inputs, {"images": [image]}, name="galip_generator")
 
     def build_discriminator(self) -> keras.Model:
@@ -330,17 +338,35 @@ class GALIP(Backbone):
 
     @property
     def discriminator_variables(self) -> list:
-        return (self.discriminator.trainable_variables + self.discriminator_head.trainable_variables
-                + self.sentence_projection.trainable_variables)
+        projection = [] if self.sentence_projection is None else self.sentence_projection.trainable_variables
+        return self.discriminator.trainable_variables + self.discriminator_head.trainable_variables + projection
 
     def trackables(self) -> dict:
-        return {"generator": self.generator, "discriminator": self.discriminator,
-                "discriminator_head": self.discriminator_head, "sentence_projection": self.sentence_projection}
+        out = {"generator": self.generator, "discriminator": self.discriminator,
+               "discriminator_head": self.discriminator_head}
+        return out | ({} if self.sentence_projection is None else {"sentence_projection": self.sentence_projection})
 
     def clip_features(self, images) -> tuple[tf.Tensor, tf.Tensor]:
         """(CLIP maps after blocks 1, 4, 8 [B, 3, g, g, W], CLIP embedding [B, E]), float32."""
-        maps, embedding = self.vision.encode(images, scaled_blocks(FEATURE_BLOCKS, self.vision.spec.layers))
+        blocks = scaled_blocks(FEATURE_BLOCKS, self.vision.spec.layers)
+        if self.config.clip_input == "official":
+            maps, embedding = self.vision.encode_pixels(self.official_clip_pixels(images), blocks)
+        else:
+            maps, embedding = self.vision.encode(images, blocks)
         return ops.cast(ops.stack(maps, axis=1), "float32"), ops.cast(embedding, "float32")
+
+    def official_clip_pixels(self, images) -> tf.Tensor:
+        """CLIP_IMG_ENCODER.transf_to_CLIP_input: x / 2 + 1/2, nearest resize to the ViT's size, then (x + 1) / 2
+        normalised with CLIP's mean and deviation (the official code maps [-1, 1] to [0, 1] twice)."""
+        size = self.vision.spec.image_size
+        x = NearestResize(size)(ops.cast(images, "float32") * 0.5 + 0.5)
+        return ((x + 1.0) * 0.5 - tf.constant(CLIP_MEAN)) / tf.constant(CLIP_STD)
+
+    def sentence_in_clip(self, sentence) -> tf.Tensor:
+        """The sentence in CLIP's embedding space: itself from CLIP's text tower, else through the projection."""
+        if self.sentence_projection is None:
+            return ops.cast(sentence, "float32")
+        return self.sentence_projection(sentence, training=True)
 
     def judge(self, features, sentence) -> tf.Tensor:
         """Logits [B, 1] float32 of (D features, sentence) pairs."""
@@ -359,18 +385,19 @@ class GALIP(Backbone):
         penalty = matching_aware_penalty(map_grads, sentence_grads, self.config.gp_weight, self.config.gp_power)
         mismatched_logits = self.judge(real_features, ops.roll(sentence, -1, axis=0))
         fake_logits = self.judge(self.discriminator(fake_maps, training=True), sentence)
-        projected = self.sentence_projection(sentence, training=True)
         terms = {"real": hinge_real(real_logits), "fake": hinge_fake(fake_logits),
-                 "mismatch": hinge_fake(mismatched_logits), "ma_gp": penalty,
-                 "align": symmetric_info_nce(real_embedding, projected, self.config.align_temperature)}
-        terms["loss"] = (terms["real"] + (terms["fake"] + terms["mismatch"]) / 2.0 + terms["ma_gp"]
-                         + terms["align"])
+                 "mismatch": hinge_fake(mismatched_logits), "ma_gp": penalty}
+        terms["loss"] = terms["real"] + (terms["fake"] + terms["mismatch"]) / 2.0 + terms["ma_gp"]
+        if self.sentence_projection is not None:  # trained to stand in for CLIP's text tower
+            terms["align"] = symmetric_info_nce(real_embedding, self.sentence_in_clip(sentence),
+                                                self.config.align_temperature)
+            terms["loss"] += terms["align"]
         return terms
 
     def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
         maps, embedding = self.clip_features(generated["images"][-1])
         logits = self.judge(self.discriminator(maps, training=True), text.sentence)
-        similarity = ops.mean(cosine(embedding, self.sentence_projection(text.sentence, training=True)))
+        similarity = ops.mean(cosine(embedding, self.sentence_in_clip(text.sentence)))
         adversarial = -ops.mean(logits)
         return {"loss": adversarial - self.config.sim_weight * similarity, "adversarial": adversarial,
                 "clip_sim": similarity}
