@@ -198,3 +198,18 @@ def tiny_inception(tmp_path_factory):
     folder = tmp_path_factory.mktemp("inception") / "tiny"
     tf.saved_model.save(TinyInception(), str(folder))
     return folder
+
+
+def restored_gan_phase(run_dir: Path):
+    """The GAN phase of a run, built and restored from its latest training checkpoint (discriminators included)."""
+    import tensorflow as tf
+
+    from t2ictl import runs
+    from t2ictl.training import gan, loop
+
+    run = runs.RunDir(Path(run_dir))
+    phase = gan.GANPhase(run.recipe(), run.vocab(), {"multi_label": False}, None, run, run.encoders)
+    phase.build()
+    loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
+        tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
+    return phase

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import prepare_shapes
+from conftest import prepare_shapes, restored_gan_phase
 from numpy_attngan import d_logits, d_net, g_net
-from test_import_damsm import TEXT_DIM, numpy_rnn_encoder, random_state, torchvision_inception_shapes, write_text_side
+from test_import_damsm import TEXT_DIM, image_encoder_state, numpy_rnn_encoder, write_text_side
 from torch_format import Tensor, write_zip
 from typer.testing import CliRunner
 
@@ -55,7 +55,7 @@ def random_nets(kind: str, rng) -> dict[str, collections.OrderedDict]:
 
 @pytest.fixture(scope="module")
 def data128(tmp_path_factory):
-    return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes128", 24, image_size=SIZE)
+    return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes128", 16, image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,7 @@ def damsm_side(tmp_path_factory, data128):
     folder = tmp_path_factory.mktemp("damsm")
     rng = np.random.default_rng(11)
     words, text = write_text_side(folder, data128, rng)
-    image = random_state(torchvision_inception_shapes() | {"emb_features.weight": (TEXT_DIM, 768, 1, 1),
-                                                           "emb_cnn_code.weight": (TEXT_DIM, 2048),
-                                                           "emb_cnn_code.bias": (TEXT_DIM,)}, rng)
+    image = image_encoder_state(rng, TEXT_DIM)
     write_zip(folder / "image_encoder200.pth", {k: Tensor(v) for k, v in image.items()})
     return {"folder": folder, "words": words, "text": text}
 
@@ -151,14 +149,7 @@ def test_every_stage_equals_numpy_g_net(imported):
 
 
 def test_discriminators_and_heads_equal_numpy_d_net(imported):
-    from t2ictl.training import gan, loop
-
-    run = runs.RunDir(imported["run"])
-    recipe = run.recipe()
-    phase = gan.GANPhase(recipe, run.vocab(), {"multi_label": False}, None, run, run.encoders)
-    phase.build()
-    loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
-        tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
+    phase = restored_gan_phase(imported["run"])
     rng = np.random.default_rng(6)
     sentence = rng.standard_normal((2, TEXT_DIM))
     iterating = imported["kind"] == "dmgan"  # DM-GAN's spectral norm takes a power iteration in every forward

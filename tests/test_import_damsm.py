@@ -58,6 +58,13 @@ def official_words(shapes_vocab: Vocabulary) -> list[str]:
     return ["<end>", *sorted(shapes_vocab.words[2:], reverse=True)]
 
 
+def image_encoder_state(rng, text_dim: int = TEXT_DIM) -> collections.OrderedDict:
+    """A random CNN_ENCODER: torchvision's Inception-v3 and the two projections to text_dim."""
+    return random_state(torchvision_inception_shapes() | {"emb_features.weight": (text_dim, 768, 1, 1),
+                                                          "emb_cnn_code.weight": (text_dim, 2048),
+                                                          "emb_cnn_code.bias": (text_dim,)}, rng)
+
+
 def write_text_side(folder: Path, data_dir: Path, rng, captions_name: str = "captions.pickle"):
     """A captions pickle over the data's words (Python 2 strings) and an RNN_ENCODER for it (legacy format):
     (the words by official id, the encoder's state)."""
@@ -75,9 +82,7 @@ def damsm_files(tmp_path_factory, shapes_data):
     folder = tmp_path_factory.mktemp("damsm")
     rng = np.random.default_rng(0)
     words, text = write_text_side(folder, shapes_data, rng)
-    image = random_state(torchvision_inception_shapes() | {"emb_features.weight": (TEXT_DIM, 768, 1, 1),
-                                                           "emb_cnn_code.weight": (TEXT_DIM, 2048),
-                                                           "emb_cnn_code.bias": (TEXT_DIM,)}, rng)
+    image = image_encoder_state(rng)
     write_zip(folder / "image_encoder200.pth", {f"module.{k}": Tensor(v) for k, v in image.items()})  # DataParallel
     return {"folder": folder, "words": words, "text": text, "image": image}
 
@@ -234,7 +239,7 @@ def test_supcon_pretraining_starts_from_the_imported_encoders(imported, tmp_path
 
     from t2ictl import runs
 
-    data = prepare_shapes(tmp_path / "data", 24)
+    data = prepare_shapes(tmp_path / "data", 16)
     run_dir = tmp_path / "phase1"
     result = CliRunner().invoke(app, ["pretrain", "--recipe", "shapes", "--data", str(data), "--run-dir",
                                       str(run_dir), "--set", f'pretrain.init="{imported}"', "--set",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import prepare_shapes
+from conftest import prepare_shapes, restored_gan_phase
 from numpy_dfgan import net_c, net_d, net_g
 from test_import_damsm import TEXT_DIM, numpy_rnn_encoder, write_text_side
 from torch_format import Tensor, write_zip
@@ -110,8 +110,6 @@ def test_the_run_keeps_the_official_architecture(imported):
 
 
 def test_generator_discriminator_and_head_equal_numpy_netg_netd_netc(imported, official):
-    from t2ictl.training import gan, loop
-
     run = runs.RunDir(imported)
     sampler, recipe, backbone = runs.open_generator(run)
     nets = official["nets"]
@@ -124,10 +122,7 @@ def test_generator_discriminator_and_head_equal_numpy_netg_netd_netc(imported, o
     expected = net_g(nets["netG"], noise.astype(np.float64), sentence.astype(np.float64), NF)
     np.testing.assert_allclose(images, expected.transpose(0, 2, 3, 1), atol=1e-4)
 
-    phase = gan.GANPhase(recipe, run.vocab(), {"multi_label": False}, None, run, run.encoders)
-    phase.build()
-    loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
-        tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
+    phase = restored_gan_phase(run.path)
     real = rng.uniform(-1, 1, (2, 3, SIZE, SIZE))
     features = phase.backbone.discriminator(real.transpose(0, 2, 3, 1).astype(np.float32), training=False).numpy()
     expected_features = net_d(nets["netD"], real)

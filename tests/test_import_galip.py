@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import restored_gan_phase
 from numpy_galip import clip_image_features, clip_text, galip_layout, net_c, net_d, net_g
 from test_backbone_galip import openai_state
 from torch_format import Tensor, script_modules, write_zip
@@ -122,13 +123,7 @@ def test_the_generator_equals_numpy_netg(imported):
 
 
 def test_clip_features_discriminator_and_head_equal_numpy(imported):
-    from t2ictl.training import gan, loop
-
-    run = runs.RunDir(imported["run"])
-    phase = gan.GANPhase(run.recipe(), run.vocab(), {"multi_label": False}, None, run, run.encoders)
-    phase.build()
-    loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
-        tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
+    phase = restored_gan_phase(imported["run"])
     rng = np.random.default_rng(33)
     real, sentence = rng.uniform(-1, 1, (2, 3, SIZE, SIZE)), rng.standard_normal((2, TEXT_DIM))
     maps, embedding = phase.backbone.clip_features(real.transpose(0, 2, 3, 1).astype(np.float32))

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
+from conftest import restored_gan_phase
 from numpy_dfgan import net_c, net_d
 from numpy_ssagan import net_g
 from test_import_attngan import random_tensor
-from test_import_damsm import random_state, torchvision_inception_shapes, write_text_side
+from test_import_damsm import image_encoder_state, write_text_side
 from torch_format import Tensor, write_legacy, write_zip
 from typer.testing import CliRunner
 
@@ -51,9 +51,7 @@ def imported(tmp_path_factory, shapes_data):
     rng = np.random.default_rng(21)
     words, _ = write_text_side(folder, shapes_data, rng)
     write_legacy(folder / "text_encoder200.pth", text_encoder_256(len(words), rng))  # SSA-GAN's affines read 256-d
-    image = random_state(torchvision_inception_shapes() | {"emb_features.weight": (TEXT_DIM, 768, 1, 1),
-                                                           "emb_cnn_code.weight": (TEXT_DIM, 2048),
-                                                           "emb_cnn_code.bias": (TEXT_DIM,)}, rng)
+    image = image_encoder_state(rng, TEXT_DIM)
     write_zip(folder / "image_encoder200.pth", {k: Tensor(v) for k, v in image.items()})
     nets = official_nets(rng)
     for net, state in nets.items():  # saved through DataParallel, as the official trainer does
@@ -87,13 +85,7 @@ def test_the_generator_equals_numpy_netg(imported):
 
 
 def test_the_discriminator_and_head_equal_numpy_netd_and_netc(imported):
-    from t2ictl.training import gan, loop
-
-    run = runs.RunDir(imported["run"])
-    phase = gan.GANPhase(run.recipe(), run.vocab(), {"multi_label": False}, None, run, run.encoders)
-    phase.build()
-    loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
-        tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
+    phase = restored_gan_phase(imported["run"])
     state = imported["nets"]["netD"]
     as_dfgan = {re.sub(r"^block(\d+)", r"DBlocks.\1", k): v for k, v in state.items()}
     head = {k[len("COND_DNET."):]: v for k, v in state.items() if k.startswith("COND_DNET.")}

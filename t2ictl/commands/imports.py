@@ -124,49 +124,43 @@ def _import_attngan_family(kind: str, checkpoint: Path, discriminator: list[Path
     console.print(f"sample with: t2ictl sample \"a caption\" --run {run_dir}")
 
 
-@import_app.command("attngan")
-def attngan(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="AttnGAN's generator: bird_AttnGAN2.pth, "
-                                    "coco_AttnGAN2.pth, or a trainer's netG_epoch_N.pth (taoxugit/AttnGAN)."),
-    discriminator: Optional[List[Path]] = typer.Option(None, "--discriminator", help=DISCRIMINATOR_HELP),
-    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
-    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
-    image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
-    recipe: str = typer.Option(..., "--recipe", "-r", help=RELEASE_RECIPE_HELP),
-    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
-    set_: Optional[List[str]] = common.SetOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-) -> None:
+def _attngan_family_command(kind: str, checkpoint_help: str, doc: str):
+    """The `import attngan` / `import dmgan` command: the same options, the generator file named as its README does."""
+    def command(
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=checkpoint_help),
+        discriminator: Optional[List[Path]] = typer.Option(None, "--discriminator", help=DISCRIMINATOR_HELP),
+        text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
+        captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
+        image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
+        recipe: str = typer.Option(..., "--recipe", "-r", help=RELEASE_RECIPE_HELP),
+        run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+        set_: Optional[List[str]] = common.SetOption,
+        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    ) -> None:
+        _import_attngan_family(kind, checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
+                               run_dir, set_ or [], overwrite)
+
+    command.__doc__ = doc
+    return command
+
+
+import_app.command("attngan")(_attngan_family_command(
+    "attngan", "AttnGAN's generator: bird_AttnGAN2.pth, coco_AttnGAN2.pth, or a trainer's netG_epoch_N.pth "
+    "(taoxugit/AttnGAN).",
     """Import a released AttnGAN generator (and its discriminators) as a training run.
 
     The run keeps the official architecture and its word mask shared across the batch (so that it draws what the
     released model draws for the same batch); its EMA generator is the file's generator, which the official trainer
     saves averaged. sample, export, score and train --resume accept it.
-    """
-    _import_attngan_family("attngan", checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
-                           run_dir, set_ or [], overwrite)
-
-
-@import_app.command("dmgan")
-def dmgan(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="DM-GAN's generator: bird_DMGAN.pth, coco_DMGAN.pth, "
-                                    "or a trainer's netG_epoch_N.pth (MinfengZhu/DM-GAN)."),
-    discriminator: Optional[List[Path]] = typer.Option(None, "--discriminator", help=DISCRIMINATOR_HELP),
-    text_encoder: Path = typer.Option(..., "--text-encoder", help=TEXT_ENCODER_HELP),
-    captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
-    image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
-    recipe: str = typer.Option(..., "--recipe", "-r", help=RELEASE_RECIPE_HELP),
-    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
-    set_: Optional[List[str]] = common.SetOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
-) -> None:
+    """))
+import_app.command("dmgan")(_attngan_family_command(
+    "dmgan", "DM-GAN's generator: bird_DMGAN.pth, coco_DMGAN.pth, or a trainer's netG_epoch_N.pth "
+    "(MinfengZhu/DM-GAN).",
     """Import a released DM-GAN generator (and its spectrally normalised discriminators) as a training run.
 
     As `t2ictl import attngan`: the official architecture, the word mask shared across the batch, the EMA generator
     at the file's (averaged) generator; sample, export, score and train --resume accept the run.
-    """
-    _import_attngan_family("dmgan", checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
-                           run_dir, set_ or [], overwrite)
+    """))
 
 
 @import_app.command("ssagan")

@@ -129,6 +129,22 @@ def head_pairs(backbone, prefix: str = "") -> list[tuple]:
             conv(head.get_layer("to_logit").kernel, f"{prefix}joint_conv.2.weight")]
 
 
+def load_optimizers(phase, official: Official, g_pairs: list[tuple], d_pairs: list[tuple], path: Path) -> int:
+    """Both Adam states of the file (if it has them) into the phase's optimizers; returns the generator's step.
+    torch numbers an optimizer's parameters in the order it was given them: netG's; netD's, then netC's."""
+    if official.optimizers is None:
+        return 0
+    g_keys = list(official.generator.arrays)
+    d_keys = list(official.discriminator.arrays) + list(official.head.arrays)
+    step = mapping.load_adam(phase.g_optimizer, g_pairs, g_keys, official.optimizers.get("optimizer_G"),
+                             "optimizer_G", path)
+    d_step = mapping.load_adam(phase.d_optimizer, d_pairs, d_keys, official.optimizers.get("optimizer_D"),
+                               "optimizer_D", path)
+    if d_step != step:
+        console.print(f"note: optimizer_G is at step {step}, optimizer_D at {d_step}", markup=False)
+    return step
+
+
 def _count_blocks(model) -> int:
     return sum(1 for layer in model.layers if re.fullmatch(r"block_\d+", layer.name))
 
@@ -155,16 +171,7 @@ def _load_checkpoint(phase, official: Official, checkpoint_file: Path) -> dict:
     mapping.load_weights(d_pairs, official.discriminator, "DF-GAN", UNUSED_D)
     mapping.load_weights(c_pairs, official.head, "DF-GAN")
     phase.ema_generator.set_weights(backbone.generator.get_weights())  # DF-GAN keeps no average: start it at netG
-    step = 0
-    if official.optimizers is not None:
-        g_keys = list(official.generator.arrays)
-        d_keys = list(official.discriminator.arrays) + list(official.head.arrays)
-        step = mapping.load_adam(phase.g_optimizer, g_pairs, g_keys, official.optimizers.get("optimizer_G"),
-                                 "optimizer_G", checkpoint_file)
-        d_step = mapping.load_adam(phase.d_optimizer, d_pairs + c_pairs, d_keys,
-                                   official.optimizers.get("optimizer_D"), "optimizer_D", checkpoint_file)
-        if d_step != step:
-            console.print(f"note: optimizer_G is at step {step}, optimizer_D at {d_step}", markup=False)
+    step = load_optimizers(phase, official, g_pairs, d_pairs + c_pairs, checkpoint_file)
     saved = loop.write_checkpoint(phase, phase.run, step)
     return {"step": step, "epoch": official.epoch, "checkpoint": saved, "adam": official.optimizers is not None,
             "parameters": sum(int(np.prod(v.shape)) for v, *_ in g_pairs + d_pairs + c_pairs)}

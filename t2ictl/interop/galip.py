@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from t2ictl import fileio, recipes, runs
-from t2ictl.console import console
 from t2ictl.data import clip_bpe
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.errors import UserError
@@ -155,16 +154,8 @@ def _load(run: runs.RunDir, recipe: recipes.Recipe, vocab: Vocabulary, official:
     mapping.load_weights(d_pairs, official.discriminator, "GALIP", IGNORED_D)
     mapping.load_weights(c_pairs, official.head, "GALIP")
     phase.ema_generator.set_weights(backbone.generator.get_weights())  # GALIP keeps no average: start it at netG
-    step = 0
-    if official.optimizers is not None:
-        g_keys = list(official.generator.arrays)  # netG.parameters(): the frozen CLIP's among them, without moments
-        d_keys = list(official.discriminator.arrays) + list(official.head.arrays)
-        step = mapping.load_adam(phase.g_optimizer, g_pairs, g_keys, official.optimizers.get("optimizer_G"),
-                                 "optimizer_G", checkpoint_file)
-        d_step = mapping.load_adam(phase.d_optimizer, d_pairs + c_pairs, d_keys,
-                                   official.optimizers.get("optimizer_D"), "optimizer_D", checkpoint_file)
-        if d_step != step:
-            console.print(f"note: optimizer_G is at step {step}, optimizer_D at {d_step}", markup=False)
+    # the frozen CLIP's parameters are among netG.parameters(): at their places in the order, without moments
+    step = dfgan.load_optimizers(phase, official, g_pairs, d_pairs + c_pairs, checkpoint_file)
     saved = loop.write_checkpoint(phase, run, step)
     return {"run": run, "recipe": recipe, "step": step, "epoch": official.epoch, "checkpoint": saved,
             "adam": official.optimizers is not None,

@@ -37,6 +37,9 @@ Adaptations to this project:
 - The official D maps 768 -> 512 channels and its head 1024 -> 128 -> 1 with a 4x4 last kernel (for a 7 x 7 grid);
   here 8 nf and 2 nf (the same at nf = 64) and a (g - 3) x (g - 3) last kernel (4 x 4 at g = 7).
 - Block numbers are ViT-B/32's (12 blocks); a ViT with L blocks uses block floor(i * L / 12) for block i.
+- The official choices are recipe switches, which `t2ictl import galip` turns on: `clip_text` (the text encoder is
+  CLIP's text tower: its sentence is the CLIP text embedding, no projection), `final_size = 224`, `rgb_tanh = false`,
+  `clip_input = "official"`. At nf = 64 the D and head widths are the official 512 and 128.
 Weights of trainable layers start like PyTorch's defaults, as in the DF-GAN module. Under a mixed-precision policy the
 layers compute in float16; images, logits and losses stay float32. The ViT is frozen, loaded once per backbone from
 `model.clip` and shared by the generator, its EMA copy and the discriminator; its weights are not among the
