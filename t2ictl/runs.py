@@ -87,8 +87,11 @@ def open_run(path: Path, recipe: recipes.Recipe, data_dir: Path, phase: str, res
     data's.
     """
     run = RunDir(Path(path))
-    encoders = run.encoders_for(recipe) if phase == "train" else find_encoders(Path(recipe.pretrain.init))
-    encoders_vocab = encoders_vocab_file(encoders) if phase == "train" or recipe.pretrain.init else None
+    if phase == "train":
+        encoders = run.encoders_for(recipe)
+    else:
+        encoders = find_encoders(Path(recipe.pretrain.init)) if recipe.pretrain.init else None
+    encoders_vocab = encoders_vocab_file(encoders) if encoders is not None else None
     vocab_file = encoders_vocab or data_dir / VOCAB  # encoders copied without a vocabulary: the data's
     source = f"the encoders in {encoders}" if encoders_vocab else str(data_dir)
     vocab = Vocabulary.load(vocab_file)
@@ -216,6 +219,8 @@ def init_overrides(path: Path) -> list[str]:
         raise UserError(f"pretrain.init: the encoders in {folder} have no image encoder, which phase 1 trains; "
                         "import them with --image-encoder")
     embedding = _find_layer(encoders.text, "embedding")
+    if embedding is None:
+        raise UserError(f"pretrain.init: the text encoder in {folder} is not DAMSM's bi-LSTM, which phase 1 trains")
     return [f"pretrain.text_dim={info['text_dim']}", f"pretrain.embedding_dim={embedding.output_dim}",
             f'pretrain.image_trunk="{info["image_trunk"]}"', 'pretrain.image_weights="none"']
 

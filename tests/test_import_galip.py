@@ -106,7 +106,7 @@ def test_the_run_keeps_the_official_architecture(imported):
     assert (model.backbone, model.nf, model.z_dim, model.mapper_channels, model.mapper_mid_channels,
             model.mapper_blocks) == ("galip", NF, Z_DIM, CODE, MID, MAPPERS)
     assert (model.clip_text, model.final_size, model.rgb_tanh, model.clip_input) == (True, 224, False, "official")
-    assert (recipe.data.image_size, recipe.data.max_words, recipe.contrastive.enabled) == (SIZE, 77, False)
+    assert (recipe.data.image_size, recipe.data.max_words, recipe.contrastive.enabled) == (SIZE, 77, True)
     assert runs.RunDir(imported["run"]).vocab().tokenizer == "clip"
 
 

@@ -201,8 +201,9 @@ def ssagan(
 
 @import_app.command("galip")
 def galip(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="GALIP's checkpoint (tobran/GALIP state_epoch_XXX.pth: "
-                                    "netG, netD, netC and, when saved, both Adam states)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="GALIP's checkpoint (tobran/GALIP): a trainer's "
+                                    "state_epoch_XXX.pth or a released model the README puts in "
+                                    "saved_models/pretrained/ (netG, netD, netC and, when saved, both Adam states)."),
     clip: Path = typer.Option(..., "--clip", help="The CLIP GALIP froze: OpenAI's ViT-B-32.pt as released (a "
                               "TorchScript archive, read without running it); its text tower encodes the captions, "
                               "its ViT runs inside the generator and the discriminator."),
@@ -218,7 +219,7 @@ def galip(
     """Import a GALIP checkpoint and its CLIP as a training run that sample, export, score and train --resume accept.
 
     The run keeps the official architecture (CLIP's text embedding as the condition, 224-px images, no tanh, CLIP's
-    input as the official code prepares it) and trains on without the contrastive loss (no DAMSM image encoder).
+    input as the official code prepares it); training on, the contrastive loss reads the fakes with the same CLIP.
     """
     from t2ictl.interop import galip as galip_files
 

@@ -9,7 +9,7 @@ The mapping uses DF-GAN's conventions (dfgan.py); besides:
 - netG holds the frozen ViT's weights again (mapping.CLIP_ViT.*): they are CLIP's, taken from the .pt;
 - the D blocks whose channels stay keep an unused conv_s in the file.
 The run keeps the official architecture where our GALIP departs from it (model.clip_text, final_size 224, no tanh,
-the official CLIP input); with no DAMSM image encoder it trains on without the contrastive loss.
+the official CLIP input); the contrastive loss of the GAN phase reads the fakes with the same frozen CLIP.
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ def recipe_overrides(sizes: dict, clip_file: Path, text_dim: int) -> list[str]:
             f"model.final_size={FINAL_SIZE}", "model.rgb_tanh=false", 'model.clip_input="official"',
             *(f"model.{key}={sizes[key]}" for key in ("nf", "z_dim", "mapper_channels", "mapper_mid_channels",
                                                      "mapper_blocks")),
-            f"data.image_size={sizes['image_size']}", f"data.max_words={CONTEXT}", f"pretrain.text_dim={text_dim}",
-            "contrastive.enabled=false"]
+            f"data.image_size={sizes['image_size']}", f"data.max_words={CONTEXT}", f"pretrain.text_dim={text_dim}"]
 
 
 def generator_pairs(backbone) -> list[tuple]:

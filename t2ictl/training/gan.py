@@ -42,8 +42,9 @@ class GANPhase(Phase):
     def build(self) -> None:
         self.encoders, info = runs.load_encoders(self.encoders_dir, self.recipe)
         self.backbone = runs.build_backbone(self.recipe, self.encoders, info["text_dim"])
-        if self.encoders.image is None and (self.backbone.uses_image_encoder or self.recipe.contrastive.enabled):
-            needs = "the contrastive loss" if self.recipe.contrastive.enabled else f"{self.backbone.name}'s losses"
+        contrastive_needs_encoder = self.recipe.contrastive.enabled and not self.backbone.has_image_embedding
+        if self.encoders.image is None and (self.backbone.uses_image_encoder or contrastive_needs_encoder):
+            needs = "the contrastive loss" if contrastive_needs_encoder else f"{self.backbone.name}'s losses"
             raise UserError(f"{needs} read images with the DAMSM image encoder, and the encoders in "
                             f"{self.encoders_dir} have none; import them with --image-encoder")
         self.backbone.build()
@@ -95,7 +96,12 @@ class GANPhase(Phase):
         return terms
 
     def contrastive_loss(self, images, merged) -> tf.Tensor:
-        features = self.encoders.image(images, training=False)["global"]
+        """SupCon over the frozen pretrained image encoder's features of the generated images: the DAMSM encoder's,
+        else the backbone's own (GALIP imported with its CLIP)."""
+        if self.encoders.image is not None:
+            features = self.encoders.image(images, training=False)["global"]
+        else:
+            features = self.backbone.image_embedding(images)
         return branches.contrastive_loss(features, merged, self.recipe, self.multi_label,
                                          self.recipe.contrastive.gan_temperature)
 

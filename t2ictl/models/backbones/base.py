@@ -66,6 +66,7 @@ class Encoders:
 class Backbone(abc.ABC):
     config_class: type[BackboneConfig] = BackboneConfig
     uses_image_encoder = False  # its losses read generated images with the DAMSM image encoder
+    has_image_embedding = False  # it holds a frozen image encoder of its own (GALIP: CLIP's ViT), see image_embedding
 
     def __init__(self, config: BackboneConfig, image_size: int, text_dim: int, max_words: int,
                  encoders: Encoders | None = None):
@@ -91,6 +92,10 @@ class Backbone(abc.ABC):
         d_lr, beta_1 and beta_2; a backbone whose config names them otherwise overrides this."""
         c = self.config
         return AdamSettings(c.g_lr, c.beta_1, c.beta_2), AdamSettings(c.d_lr, c.beta_1, c.beta_2)
+
+    def image_embedding(self, images) -> tf.Tensor:
+        """[B, E] float32 embedding of images by the backbone's own frozen image encoder (has_image_embedding)."""
+        raise NotImplementedError(f"{type(self).__name__} has no image encoder of its own")
 
     @abc.abstractmethod
     def build_generator(self) -> keras.Model:

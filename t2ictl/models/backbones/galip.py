@@ -251,6 +251,7 @@ def symmetric_info_nce(image_embeddings, text_embeddings, temperature: float) ->
 class GALIP(Backbone):
     config_class = GALIPConfig
     config: GALIPConfig
+    has_image_embedding = True  # CLIP's
 
     def __init__(self, config: GALIPConfig, image_size: int, text_dim: int, max_words: int,
                  encoders: Encoders | None = None):
@@ -357,6 +358,9 @@ class GALIP(Backbone):
         else:
             maps, embedding = self.vision.encode(images, blocks)
         return ops.cast(ops.stack(maps, axis=1), "float32"), ops.cast(embedding, "float32")
+
+    def image_embedding(self, images) -> tf.Tensor:
+        return self.clip_features(images)[1]
 
     def official_clip_pixels(self, images) -> tf.Tensor:
         """CLIP_IMG_ENCODER.transf_to_CLIP_input: x / 2 + 1/2, nearest resize to the ViT's size, then (x + 1) / 2
