@@ -202,6 +202,25 @@ def test_train_resume_continues_the_imported_run(attngan_run, data128):
     assert recipe.contrastive.enabled  # the framework's loss is on: the DAMSM image encoder came with the release
 
 
+def test_both_phases_fine_tune_the_release_in_two_commands(attngan_run, tmp_path):
+    """Phase 1 in place from the run's released encoders, then the released generator trains on the fine-tuned
+    ones (the paper's backbone + framework in both phases, from the releases)."""
+    import shutil
+
+    run_dir = tmp_path / "both"
+    shutil.copytree(attngan_run["run"], run_dir)
+    before = runs.load_encoders(run_dir / "encoders")[0].text.get_weights()
+    for args in (["pretrain", "--run-dir", str(run_dir), "--resume", "--set", f'pretrain.init="{run_dir}"'],
+                 ["train", "--run-dir", str(run_dir), "--resume", "--set", "train.epochs=2"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    encoders, info = runs.load_encoders(run_dir / "encoders")
+    assert info["contrastive"] and info["sentence_scale"] == 1.0  # fine-tuned with SupCon, at the released scale
+    assert max(np.abs(a - b).max() for a, b in zip(before, encoders.text.get_weights())) > 0
+    assert runs.RunDir(run_dir).has_checkpoint("pretrain")
+    assert int(tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "train")).rsplit("-", 1)[1]) > 0
+
+
 def test_wrong_files_get_one_error(dmgan_run, damsm_side, data128, tmp_path):
     folder = dmgan_run["folder"]
     result = CliRunner().invoke(app, import_args("attngan", folder, damsm_side, tmp_path / "a", data128))

@@ -251,7 +251,8 @@ def test_supcon_pretraining_starts_from_the_imported_encoders(imported, tmp_path
         damsm.IMAGE_TRUNK, TEXT_DIM, True)  # the imported encoders' sizes and trunk, the framework's loss on
     assert runs.RunDir(run_dir).vocab() == runs.RunDir(imported).vocab()  # the official word ids
     start, _ = runs.load_encoders(imported / "encoders")
-    end, _ = runs.load_encoders(run_dir / "encoders")
+    end, info = runs.load_encoders(run_dir / "encoders")
+    assert info["sentence_scale"] == info["word_scale"] == 1.0  # the released scale, which their generators expect
     for before, after in ((start.text, end.text), (start.image, end.image)):  # a 1e-9 step leaves them in place
         for a, b in zip(before.get_weights(), after.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)

@@ -77,7 +77,8 @@ class PretrainPhase(Phase):
     def start_from(self, path: Path) -> None:
         """Weights of the encoders in `path` (a calibrated text encoder's Rescaling layers hold none)."""
         folder = find_encoders(path)
-        encoders, _ = load_encoders(folder, self.recipe)
+        encoders, info = load_encoders(folder, self.recipe)
+        self.init_scales = (float(info.get("sentence_scale", 1.0)), float(info.get("word_scale", 1.0)))
         for ours, theirs in ((self.text_encoder, encoders.text), (self.image_encoder, encoders.image)):
             try:
                 ours.set_weights(theirs.get_weights())
@@ -147,7 +148,10 @@ class PretrainPhase(Phase):
         return retrieval_metrics(**self.encode_split())
 
     def export(self) -> None:
-        scales = text_feature_scales(self.text_encoder, self.data_dir, self.recipe, self.vocab)
+        if self.config.init:  # what was trained on the init's features (an imported generator) expects their scale
+            scales = self.init_scales
+        else:
+            scales = text_feature_scales(self.text_encoder, self.data_dir, self.recipe, self.vocab)
         save_encoders(self.run.encoders, calibrated_text_encoder(self.text_encoder, *scales), self.image_encoder,
                       self.recipe, scales, vocab=self.vocab)  # the encoders carry their vocabulary when copied
 
