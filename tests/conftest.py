@@ -213,3 +213,13 @@ def restored_gan_phase(run_dir: Path):
     loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
         tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
     return phase
+
+
+def sentence_inputs(noise, sentence, max_words: int) -> dict:
+    """A generator's inputs for a backbone that reads the sentence only (words zero, every word real)."""
+    import numpy as np
+
+    batch, text_dim = sentence.shape
+    return {"noise": np.asarray(noise, np.float32), "sentence": np.asarray(sentence, np.float32),
+            "words": np.zeros((batch, max_words, text_dim), np.float32),
+            "mask": np.ones((batch, max_words), np.float32)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import prepare_shapes, restored_gan_phase
+from conftest import prepare_shapes, restored_gan_phase, sentence_inputs
 from numpy_dfgan import net_c, net_d, net_g
 from test_import_damsm import TEXT_DIM, numpy_rnn_encoder, write_text_side
 from torch_format import Tensor, write_zip
@@ -116,9 +116,7 @@ def test_generator_discriminator_and_head_equal_numpy_netg_netd_netc(imported, o
     rng = np.random.default_rng(4)
     noise = rng.standard_normal((2, Z_DIM)).astype(np.float32)
     sentence = rng.standard_normal((2, TEXT_DIM)).astype(np.float32)
-    inputs = {"noise": noise, "sentence": sentence, "words": np.zeros((2, 18, TEXT_DIM), np.float32),
-              "mask": np.ones((2, 18), np.float32)}
-    images = sampler.generator(inputs, training=False)["images"][-1].numpy()
+    images = sampler.generator(sentence_inputs(noise, sentence, 18), training=False)["images"][-1].numpy()
     expected = net_g(nets["netG"], noise.astype(np.float64), sentence.astype(np.float64), NF)
     np.testing.assert_allclose(images, expected.transpose(0, 2, 3, 1), atol=1e-4)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import restored_gan_phase
+from conftest import restored_gan_phase, sentence_inputs
 from numpy_galip import clip_image_features, clip_text, galip_layout, net_c, net_d, net_g
 from test_backbone_galip import openai_state
 from torch_format import Tensor, script_modules, write_zip
@@ -114,9 +114,7 @@ def test_the_generator_equals_numpy_netg(imported):
     sampler, _, _ = runs.open_generator(runs.RunDir(imported["run"]))
     rng = np.random.default_rng(32)
     noise, sentence = rng.standard_normal((2, Z_DIM)), rng.standard_normal((2, TEXT_DIM))
-    inputs = {"noise": noise.astype(np.float32), "sentence": sentence.astype(np.float32),
-              "words": np.zeros((2, 77, TEXT_DIM), np.float32), "mask": np.ones((2, 77), np.float32)}
-    image = sampler.generator(inputs, training=False)["images"][-1].numpy()
+    image = sampler.generator(sentence_inputs(noise, sentence, 77), training=False)["images"][-1].numpy()
     expected = net_g(imported["nets"]["netG"], imported["vit"], noise, sentence, GRID, 1, LAYERS)
     assert image.shape == (2, 224, 224, 3)
     np.testing.assert_allclose(image, expected.transpose(0, 2, 3, 1), atol=2e-4)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import restored_gan_phase
+from conftest import restored_gan_phase, sentence_inputs
 from numpy_dfgan import net_c, net_d
 from numpy_ssagan import net_g
 from test_import_attngan import random_tensor
@@ -77,9 +77,7 @@ def test_the_generator_equals_numpy_netg(imported):
     sampler, _, _ = runs.open_generator(runs.RunDir(imported["run"]))
     rng = np.random.default_rng(22)
     noise, sentence = rng.standard_normal((2, Z_DIM)), rng.standard_normal((2, TEXT_DIM))
-    inputs = {"noise": noise.astype(np.float32), "sentence": sentence.astype(np.float32),
-              "words": np.zeros((2, 18, TEXT_DIM), np.float32), "mask": np.ones((2, 18), np.float32)}
-    image = sampler.generator(inputs, training=False)["images"][-1].numpy()
+    image = sampler.generator(sentence_inputs(noise, sentence, 18), training=False)["images"][-1].numpy()
     np.testing.assert_allclose(image, net_g(imported["nets"]["netG"], noise, sentence).transpose(0, 2, 3, 1),
                                atol=2e-4)
 

@@ -20,6 +20,8 @@ IMAGE_ENCODER_HELP = ("Its DAMSM image encoder (CNN_ENCODER), e.g. image_encoder
 IMPORT_RECIPE_HELP = ("The recipe whose data the encoders will serve (its max words and image size), a name or a "
                       ".toml path.")
 OVERWRITE_HELP = "Replace what an earlier import wrote in --run-dir."
+TrainingRunOption = typer.Option(..., "--run-dir", help="The run directory to write (a training run).")
+OverwriteOption = typer.Option(False, "--overwrite", help=OVERWRITE_HELP)
 
 
 @import_app.command("damsm")
@@ -30,7 +32,7 @@ def damsm(
     run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (recipe, vocabulary, encoders/)."),
     recipe: str = typer.Option("cub", "--recipe", "-r", help=IMPORT_RECIPE_HELP),
     set_: Optional[List[str]] = common.SetOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: bool = OverwriteOption,
 ) -> None:
     """Import released DAMSM encoders and their vocabulary as the encoders of a run.
 
@@ -62,9 +64,9 @@ def dfgan(
     image_encoder: Optional[Path] = typer.Option(None, "--image-encoder", help=IMAGE_ENCODER_HELP),
     recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe of the data the model was trained on (cub, "
                                "coco, or a .toml path); the file's sizes (nf, z_dim, image size) override it."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    run_dir: Path = TrainingRunOption,
     set_: Optional[List[str]] = common.SetOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: bool = OverwriteOption,
 ) -> None:
     """Import a DF-GAN checkpoint as a training run that sample, export, score and train --resume accept.
 
@@ -133,9 +135,9 @@ def _attngan_family_command(kind: str, checkpoint_help: str, doc: str):
         captions: Path = typer.Option(..., "--captions", help=CAPTIONS_HELP),
         image_encoder: Path = typer.Option(..., "--image-encoder", help=RELEASE_IMAGE_ENCODER_HELP),
         recipe: str = typer.Option(..., "--recipe", "-r", help=RELEASE_RECIPE_HELP),
-        run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+        run_dir: Path = TrainingRunOption,
         set_: Optional[List[str]] = common.SetOption,
-        overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+        overwrite: bool = OverwriteOption,
     ) -> None:
         _import_attngan_family(kind, checkpoint, discriminator or [], text_encoder, captions, image_encoder, recipe,
                                run_dir, set_ or [], overwrite)
@@ -175,9 +177,9 @@ def ssagan(
     recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe of the data the model was trained on (cub, "
                                "coco, or a .toml path); cub and coco take their -ssagan sibling, and the file's "
                                "sizes (nf, z_dim, image size) override it."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    run_dir: Path = TrainingRunOption,
     set_: Optional[List[str]] = common.SetOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: bool = OverwriteOption,
 ) -> None:
     """Import SSA-GAN's generator (and discriminator) as a training run that sample, export, score and train
     --resume accept; its EMA generator starts at the file's NetG (SSA-GAN keeps no average)."""
@@ -212,9 +214,9 @@ def galip(
     recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe of the data the model was trained on (cub, "
                                "coco, or a .toml path); cub and coco take their -galip sibling, and the file's sizes "
                                "(nf, z_dim, mapper, image size) override it."),
-    run_dir: Path = typer.Option(..., "--run-dir", help="The run directory to write (a training run)."),
+    run_dir: Path = TrainingRunOption,
     set_: Optional[List[str]] = common.SetOption,
-    overwrite: bool = typer.Option(False, "--overwrite", help=OVERWRITE_HELP),
+    overwrite: bool = OverwriteOption,
 ) -> None:
     """Import a GALIP checkpoint and its CLIP as a training run that sample, export, score and train --resume accept.
 
