@@ -119,11 +119,17 @@ def write_run(run: runs.RunDir, recipe: recipes.Recipe, text: keras.Model, image
     """The run's recipe, vocabulary and encoders, encoders.json naming the released files; returns that record."""
     source = {"kind": "damsm", "text_encoder": file_record(text_file), "captions": file_record(captions_file),
               **({} if image_file is None else {"image_encoder": file_record(image_file)})}
+    write_encoders_run(run, recipe, text, image, vocab, source)
+    return source
+
+
+def write_encoders_run(run: runs.RunDir, recipe: recipes.Recipe, text: keras.Model, image: keras.Model | None,
+                       vocab: Vocabulary, source: dict) -> None:
+    """An imported run's recipe, vocabulary and encoders, encoders.json recording `source`."""
     run.path.mkdir(parents=True, exist_ok=True)
     fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
     vocab.save(run.vocab_file)
     runs.save_encoders(run.encoders, text, image, recipe, vocab=vocab, source=source)
-    return source
 
 
 def import_encoders(text_file: Path, image_file: Path | None, captions_file: Path, run_dir: Path,

@@ -101,13 +101,6 @@ def discriminator_pairs(backbone) -> list[tuple]:
     return pairs
 
 
-def write_clip_run(run: runs.RunDir, recipe: recipes.Recipe, text, vocab: Vocabulary, record: dict) -> None:
-    run.path.mkdir(parents=True, exist_ok=True)
-    fileio.write_text(run.recipe_file, recipes.recipe_to_toml(recipe))
-    vocab.save(run.vocab_file)
-    runs.save_encoders(run.encoders, text, None, recipe, vocab=vocab, source=record)
-
-
 def import_checkpoint(checkpoint_file: Path, clip_file: Path, bpe_file: Path | None, run_dir: Path,
                       recipe_name: str, overrides: list[str], overwrite: bool = False) -> dict:
     """Write a training run from a GALIP checkpoint and the CLIP it was trained with."""
@@ -134,7 +127,7 @@ def import_checkpoint(checkpoint_file: Path, clip_file: Path, bpe_file: Path | N
         if overwrite:
             mapping.clear_training_checkpoints(run)
         record = {"kind": "clip", "clip": damsm.file_record(clip_file), "bpe": damsm.file_record(bpe_file)}
-        write_clip_run(run, recipe, text, vocab, record)
+        damsm.write_encoders_run(run, recipe, text, None, vocab, record)
         fileio.write_json(run.path / "imported.json", {"checkpoint": damsm.file_record(checkpoint_file),
                                                       "epoch": official.epoch, **record})
         return _load(run, recipe, vocab, official, checkpoint_file)
@@ -142,11 +135,9 @@ def import_checkpoint(checkpoint_file: Path, clip_file: Path, bpe_file: Path | N
 
 def _load(run: runs.RunDir, recipe: recipes.Recipe, vocab: Vocabulary, official: dfgan.Official,
           checkpoint_file: Path) -> dict:
-    from t2ictl.training import gan, loop
+    from t2ictl.training import loop
 
-    loop.prepare_runtime(recipe.runtime)
-    phase = gan.GANPhase(recipe, vocab, {"multi_label": recipe.data.dataset == "coco"}, None, run, run.encoders)
-    phase.build()
+    phase = mapping.built_gan_phase(run, recipe, vocab)
     backbone = phase.backbone
     g_pairs, d_pairs, c_pairs = generator_pairs(backbone), discriminator_pairs(backbone), dfgan.head_pairs(backbone)
     mapping.load_weights(g_pairs, official.generator, "GALIP", IGNORED_G)

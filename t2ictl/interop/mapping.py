@@ -145,8 +145,6 @@ def build_imported_phase(run: runs.RunDir, recipe: recipes.Recipe, files: DamsmF
                          record: dict, overwrite: bool):
     """Write the run's recipe, vocabulary, encoders and imported.json (`record` plus the DAMSM sources), and return
     its GAN phase, built, for the generator's weights to be loaded into."""
-    from t2ictl.training import gan, loop
-
     text = damsm.load_text_encoder(text_state, captions.vocab, recipe.data.max_words)
     image = None if files.image is None else damsm.load_image_encoder(files.image, recipe.data.image_size,
                                                                       recipe.pretrain.text_dim)
@@ -154,8 +152,14 @@ def build_imported_phase(run: runs.RunDir, recipe: recipes.Recipe, files: DamsmF
         clear_training_checkpoints(run)
     source = damsm.write_run(run, recipe, text, image, captions.vocab, files.text, files.captions, files.image)
     fileio.write_json(run.path / "imported.json", {**record, **source})
+    return built_gan_phase(run, recipe, captions.vocab)
+
+
+def built_gan_phase(run: runs.RunDir, recipe: recipes.Recipe, vocab):
+    """The GAN phase of a run whose recipe and encoders are written, built (no data: the weights come from files)."""
+    from t2ictl.training import gan, loop
+
     loop.prepare_runtime(recipe.runtime)
-    phase = gan.GANPhase(recipe, captions.vocab, {"multi_label": recipe.data.dataset == "coco"}, None, run,
-                         run.encoders)
+    phase = gan.GANPhase(recipe, vocab, {"multi_label": recipe.data.dataset == "coco"}, None, run, run.encoders)
     phase.build()
     return phase
