@@ -71,7 +71,7 @@ def main() -> None:
             table.add_row(str(current), f"{float(loss):.3f}", f"{figures['colour_accuracy']:.3f}",
                           f"{figures['shape_accuracy']:.3f}", f"{figures['both_accuracy']:.3f}")
     captions = gan.held_out_captions(data, recipe, run.vocab(), 8)
-    sampling.write_grid(args.out, sampler.sample(captions, per_caption=4, seed=0))
+    sampling.write_grid(args.out, sampler.sample(captions, per_caption=4, seed=0), captions)
     Console().print(table)
     print(f"wrote {args.out}")
 

@@ -1,4 +1,4 @@
-"""Sampling: captions to images with a generator and the frozen text encoder, and PNG grids.
+"""Sampling: captions to images with a generator and the frozen text encoder, and captioned PNG grids.
 
 Noise is a pure function of (seed, count, truncation), computed with stateless TensorFlow ops so that the exported
 SavedModel draws exactly the same noise in its graph. Truncation t > 0 draws from the standard normal truncated to
@@ -7,6 +7,7 @@ SavedModel draws exactly the same noise in its graph. Truncation t > 0 draws fro
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import tensorflow as tf
 from t2ictl import fileio
 from t2ictl.data.vocab import PAD_ID, GraphTokenizer, Vocabulary, tokenize
 from t2ictl.errors import UserError
+from t2ictl.font import ADVANCE, GLYPH_HEIGHT, render, wrap
 from t2ictl.models.text_encoder import text_features
 
 
@@ -76,19 +78,67 @@ class Sampler:
         return images.reshape(len(captions), per_caption, *images.shape[1:])
 
 
-def grid(images: np.ndarray, pad: int = 2) -> np.ndarray:
-    """[rows, cols, H, W, 3] uint8 -> one [rows*(H+pad)+pad, cols*(W+pad)+pad, 3] image on a white background."""
+MIN_TILE = 96  # pixels; smaller images are upscaled to at least this, so that a grid shown at 1:1 is legible
+TEXT_SCALE = 2  # font pixels to grid pixels
+CAPTION_TOP, LINE_HEIGHT = 4, GLYPH_HEIGHT + 2  # in font pixels; the top margin ties a caption to the row below
+
+
+def upscale_factor(size: int) -> int:
+    """The integer factor that brings a size-pixel image to at least MIN_TILE pixels (1 if it is already there)."""
+    return max(1, math.ceil(MIN_TILE / size))
+
+
+def caption_band_height(lines: int, text_scale: int = TEXT_SCALE) -> int:
+    """Grid pixels above a row of images that hold its caption of so many lines (0 for none)."""
+    return text_scale * (CAPTION_TOP + lines * LINE_HEIGHT) if lines else 0
+
+
+def grid(images: np.ndarray, captions: list[str] | None = None, pad: int = 2, scale: int | None = None,
+         text_scale: int = TEXT_SCALE) -> np.ndarray:
+    """[rows, cols, H, W, 3] uint8 -> one uint8 [rows * (band + H*scale + pad) + pad, cols * (W*scale + pad) + pad, 3]
+    image on a white background: each image upscaled by nearest neighbour (scale: upscale_factor(H) unless given;
+    1 gives the raw tiles), and, when captions are given (one a row), each caption wrapped to at most two lines in
+    a band above its row, all bands as high as the one that needs most lines."""
     rows, cols, height, width, _ = images.shape
-    canvas = np.full((rows * (height + pad) + pad, cols * (width + pad) + pad, 3), 255, np.uint8)
+    scale = scale or upscale_factor(height)
+    tiles = images.repeat(scale, axis=2).repeat(scale, axis=3)
+    height, width = height * scale, width * scale
+    canvas_width = cols * (width + pad) + pad
+    lines = caption_lines(captions, rows, (canvas_width - 2 * pad) // (ADVANCE * text_scale))
+    band = caption_band_height(max(map(len, lines)), text_scale)
+    canvas = np.full((rows * (band + height + pad) + pad, canvas_width, 3), 255, np.uint8)
     for r in range(rows):
+        top = pad + r * (band + height + pad)
+        for number, line in enumerate(lines[r]):  # the last line just above the images
+            y = top + band - text_scale * (len(lines[r]) - number) * LINE_HEIGHT
+            draw_text(canvas, line, y, pad, text_scale)
         for c in range(cols):
-            y, x = pad + r * (height + pad), pad + c * (width + pad)
-            canvas[y:y + height, x:x + width] = images[r, c]
+            x = pad + c * (width + pad)
+            canvas[top + band:top + band + height, x:x + width] = tiles[r, c]
     return canvas
 
 
-def write_grid(path: Path, images: np.ndarray) -> None:
-    fileio.write_bytes(Path(path), tf.io.encode_png(grid(images)).numpy())
+def caption_lines(captions: list[str] | None, rows: int, width: int) -> list[list[str]]:
+    """Each row's caption wrapped to lines of at most width characters; no lines without captions."""
+    if captions is None:
+        return [[] for _ in range(rows)]
+    if len(captions) != rows:
+        raise ValueError(f"{len(captions)} captions for a grid of {rows} rows")
+    return [wrap(caption, max(1, width)) for caption in captions]
+
+
+def draw_text(canvas: np.ndarray, text: str, y: int, x: int, text_scale: int) -> None:
+    """Black text on the canvas with its top left corner at (y, x), cut at the canvas's right edge."""
+    ink = render(text, text_scale)[:, :canvas.shape[1] - x]
+    canvas[y:y + ink.shape[0], x:x + ink.shape[1]][ink] = 0
+
+
+def write_grid(path: Path, images: np.ndarray, captions: list[str] | None = None, scale: int | None = None
+               ) -> np.ndarray:
+    """Write grid(images, captions, scale=scale) as a PNG file and return it."""
+    picture = grid(images, captions, scale=scale)
+    fileio.write_bytes(Path(path), tf.io.encode_png(picture).numpy())
+    return picture
 
 
 class ExportedSampler:

@@ -13,7 +13,7 @@ from t2ictl import recipes
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import matching_aware_penalty
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
+from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig, cutout, translate
 from t2ictl.models.backbones.layers import discriminator_widths, generator_widths
 from t2ictl.models.text_encoder import TextFeatures
 from t2ictl.training.gan import build_optimizers
@@ -97,6 +97,7 @@ def test_registry_and_defaults_follow_the_official_code():
     ("beta_1", 1.0, r"beta_1: must be in \[0, 1\)"),
     ("beta_2", -0.1, r"beta_2: must be in \[0, 1\)"),
     ("gp_weight", -2.0, "gp_weight: must be zero or positive"),
+    ("augment", ["translation", "colour"], r"augment: unknown \['colour'\]"),
 ])
 def test_config_validation_names_the_key(key, value, message):
     with pytest.raises(ValueError, match=f"^{message}"):
@@ -230,6 +231,67 @@ def test_project_condition_puts_the_sentence_into_the_first_map():
 
     assert sentence_effect(False) == 0.0
     assert sentence_effect(True) > 1e-3
+
+
+def test_the_projection_head_adds_features_dot_projected_sentence():
+    backbone = make_backbone(projection_head=True)
+    perturb(backbone.discriminator_head, seed=4)
+    text, features = text_batch(), backbone.discriminator(real_batch())
+    project = backbone.discriminator_head.get_layer("project_sentence")
+    kernel = project.get_weights()[0]
+    with_projection = backbone.judge(features, text.sentence).numpy()
+    project.set_weights([np.zeros_like(kernel)])
+    without = backbone.judge(features, text.sentence).numpy()
+    embedded = text.sentence.numpy() @ kernel
+    expected = np.einsum("bhwc,bc->b", features.numpy(), embedded)[:, None] / 16.0  # the mean over the 4x4 map
+    np.testing.assert_allclose(with_projection - without, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError):
+        make_backbone().discriminator_head.get_layer("project_sentence")
+
+
+def test_translation_shifts_each_image_by_whole_pixels_with_zero_fill():
+    images = tf.constant(np.random.default_rng(0).uniform(0.5, 1, (6, 16, 16, 3)), tf.float32)
+    shifted = translate(images, tf.random.Generator.from_seed(1)).numpy()
+    shifts = []
+    for image, out in zip(images.numpy(), shifted):
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if np.array_equal(out, shift_with_zeros(image, dy, dx))]
+        assert len(matches) == 1  # a shift of at most 16 / 8 = 2 pixels each way
+        shifts += matches
+    assert len(set(shifts)) > 1  # each image has its own shift
+
+
+def shift_with_zeros(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    out = np.zeros_like(image)
+    size = image.shape[0]
+    out[max(dy, 0):size + min(dy, 0), max(dx, 0):size + min(dx, 0)] = \
+        image[max(-dy, 0):size + min(-dy, 0), max(-dx, 0):size + min(-dx, 0)]
+    return out
+
+
+def test_cutout_zeroes_one_square_of_half_the_size_clipped_at_the_border():
+    images = tf.ones((64, 16, 16, 3))
+    cut = cutout(images, tf.random.Generator.from_seed(2)).numpy()
+    for out in cut:
+        rows, cols = np.nonzero(out[..., 0] == 0)
+        assert (out[..., 0] == 0).sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert rows.max() - rows.min() + 1 <= 8 and cols.max() - cols.min() + 1 <= 8
+        assert (out == 0).all(axis=-1).sum() == (out == 0).any(axis=-1).sum()  # every channel alike
+    assert max((out[..., 0] == 0).sum() for out in cut) == 64  # whole 8 x 8 squares away from the border
+
+
+def test_the_discriminator_sees_augmented_real_and_generated_images():
+    backbone = make_backbone(augment=["cutout"])
+    text, real = text_batch(), real_batch()
+    fake = generate(backbone.generator, noise_batch(), text)["images"]
+    plain = make_backbone()
+    assert set(backbone.trackables()) == set(plain.trackables()) | {"augment_noise"}
+    before = backbone.augment_noise.state.numpy().copy()
+    backbone.discriminator_loss({SIZE: real}, fake, text)
+    backbone.generator_loss({"images": fake}, text, class_ids=tf.fill([BATCH], -1))
+    assert not np.array_equal(backbone.augment_noise.state.numpy(), before)
+    augmented = backbone.augmented(real).numpy()
+    assert (augmented == 0).all(axis=-1).any() and not (real.numpy() == 0).all(axis=-1).any()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -161,7 +161,8 @@ def test_the_readme_main_job_end_to_end_at_tiny_size(tmp_path):
         result = t2ictl(*step, cwd=tmp_path)
         assert result.returncode == 0, (step, result.stderr[-3000:])
     grid = tf.io.decode_png((tmp_path / "samples.png").read_bytes()).numpy()
-    assert grid.shape == (2 * 34 + 2, 3 * 34 + 2, 3)
+    # 32 px images enlarged 3x; the first caption wraps to two lines of scale-2 text in 3 * 98 px
+    assert grid.shape == (2 * (2 * (4 + 2 * 10) + 3 * 32 + 2) + 2, 3 * (3 * 32 + 2) + 2, 3)
     assert (tmp_path / "runs" / "shapes" / "encoders" / "encoders.json").exists()
     assert (tmp_path / "model" / "saved_model.pb").exists()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "t2ictl"
 FLOORS = [  # lowest first
-    {"errors", "fileio", "console", "startup", "__init__"},
+    {"errors", "fileio", "console", "startup", "font", "__init__"},
     {"torch_files"},
     {"losses"},
     {"models"},

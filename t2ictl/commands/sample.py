@@ -20,8 +20,10 @@ def sample(
     truncation: float = typer.Option(0.0, "--truncation", min=0.0, help="Truncate the noise to [-T, T] "
                                      "(trades variety for quality; 0 = off)."),
     out: Path = typer.Option(Path("samples.png"), "--out", help="PNG file to write (atomically)."),
+    scale: Optional[int] = typer.Option(None, "--scale", min=1, help="Enlarge each image this many times, nearest "
+                                        "neighbour (default: enough for at least 96 px; 1 = as generated)."),
 ) -> None:
-    """Generate N images for each CAPTION and write them as a PNG grid (one row per caption)."""
+    """Generate N images for each CAPTION and write them as a PNG grid (one row per caption, under its caption)."""
     from t2ictl import runs, sampling
 
     if out.suffix.lower() != ".png":
@@ -34,6 +36,7 @@ def sample(
             err_console.print(f"warning: not in the vocabulary, {treatment}: {', '.join(words)} (in {caption!r})",
                               markup=False)
     images = sampler.sample(captions, per_caption=n, seed=seed, truncation=truncation)
-    sampling.write_grid(out, images)
-    console.print(f"wrote {out}: {len(captions)} caption(s) x {n} images of {images.shape[2]} px")
+    picture = sampling.write_grid(out, images, captions, scale=scale)
+    console.print(f"wrote {out}: {len(captions)} caption(s) x {n} images of {images.shape[2]} px "
+                  f"({picture.shape[1]} x {picture.shape[0]} px grid)")
 

@@ -1,4 +1,4 @@
-"""Caption consistency on the embedded single-object `shapes` data: does the image show the shape and colour asked?
+"""Caption consistency on the embedded `shapes` data: does the image show the shapes and colours the caption asks?
 
 Generated images for held-out captions are read back with the pixel-level reader below (no learned model, so the
 figure cannot be gamed by the generator); the same reader on the real held-out images gives the ceiling.
@@ -30,6 +30,7 @@ def held_out(data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int, spli
 
 
 def agreement(captions: list[str], images: np.ndarray) -> dict[str, float]:
+    """Single objects: the share of images whose object has the shape, the colour, and both, that the caption asks."""
     asked = [parse_caption(c) for c in captions]
     seen = [analyze(image) for image in images]
     shape = np.mean([a["shape"] == s["shape"] for a, s in zip(asked, seen)])
@@ -38,15 +39,34 @@ def agreement(captions: list[str], images: np.ndarray) -> dict[str, float]:
     return {"shape_accuracy": float(shape), "colour_accuracy": float(colour), "both_accuracy": float(both)}
 
 
+def multi_agreement(captions: list[str], images: np.ndarray) -> dict[str, float]:
+    """Several objects, matched left to right: an object is right when its colour and shape both are; a missing
+    object counts wrong and an extra one against the caption (object accuracy = right / max(asked, seen))."""
+    right = total = count_right = all_right = 0
+    for caption, image in zip(captions, images):
+        asked, seen = parse_objects(caption), [(o["colour"], o["shape"]) for o in objects_in(image)]
+        hits = sum(a == s for a, s in zip(asked, seen))
+        right, total = right + hits, total + max(len(asked), len(seen))
+        count_right += len(asked) == len(seen)
+        all_right += len(asked) == len(seen) == hits
+    count = max(len(captions), 1)
+    return {"object_accuracy": right / max(total, 1), "count_accuracy": count_right / count,
+            "caption_accuracy": all_right / count}
+
+
+READERS = {"shapes": agreement, "shapes-multi": multi_agreement}
+
+
 def shapes_consistency(sampler, data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int = 200,
                        seed: int = 0, split: str = "test") -> dict[str, float]:
     """Agreement of generated images with their captions, and of the real images (the ceiling)."""
-    if recipe.data.dataset != "shapes":
+    reader = READERS.get(recipe.data.dataset)
+    if reader is None:
         return {}
     captions, real = held_out(data_dir, recipe, vocab, count, split)
     generated = sampler.sample(captions, per_caption=1, seed=seed)[:, 0]
-    result = agreement(captions, generated)
-    result.update({f"real_{k}": v for k, v in agreement(captions, real).items()})
+    result = reader(captions, generated)
+    result.update({f"real_{k}": v for k, v in reader(captions, real).items()})
     return result
 
 
@@ -62,33 +82,84 @@ def parse_caption(caption: str) -> dict:
     return {"shape": shape, "colour": colour}
 
 
-def analyze(image: np.ndarray) -> dict:
-    """The shape and colour of the single object in a uint8 [H, W, 3] image, read from its pixels.
+_SIZE_BY_WORD = {word: size for size, words in shapes.SIZE_WORDS.items() for word in words}
+_POSITION_BY_WORD = {"left": "left", "right": "right", "middle": "centre", "center": "centre", "centre": "centre"}
 
-    The background is the median border colour; the object is every pixel far from it. Its colour is the nearest palette
-    colour to the object's median pixel; its shape comes from how much of its bounding box it fills and how wide it is
-    halfway down and near the bottom (square: full box; triangle: narrow middle; circle vs diamond: fill ratio).
-    """
+
+def asked_attributes(caption: str, multi_object: bool) -> dict:
+    """Every attribute the caption fixes: background, and the objects (multi) or shape, colour, size and position."""
+    words = re.findall(r"[a-z]+", caption.lower())
+    asked = {"background": next((w for w in words if w in shapes.BACKGROUNDS), None)}
+    if multi_object:
+        asked["objects"] = parse_objects(caption)
+    else:
+        asked |= parse_caption(caption)
+        asked["size"] = next((_SIZE_BY_WORD[w] for w in words if w in _SIZE_BY_WORD), None)
+        asked["position"] = next((_POSITION_BY_WORD[w] for w in words if w in _POSITION_BY_WORD), None)
+    return {key: value for key, value in asked.items() if value}
+
+
+def parse_objects(caption: str) -> list[tuple[str, str]]:
+    """The (colour, shape) pairs a caption names, in its order (a colour word, then the next shape word)."""
+    pairs, colour = [], None
+    for word in re.findall(r"[a-z]+", caption.lower()):
+        if word in shapes.COLOURS:
+            colour = word
+        elif word in _SHAPE_BY_WORD and colour is not None:
+            pairs.append((colour, _SHAPE_BY_WORD[word]))
+            colour = None
+    return pairs
+
+
+def analyze(image: np.ndarray) -> dict:
+    """The shape and colour of the single object in a uint8 [H, W, 3] image, read from its pixels: the object is every
+    pixel far from the background (the median border colour)."""
+    pixels, mask = foreground(image)
+    if mask.sum() < 4:
+        return {"shape": None, "colour": None}
+    return {"shape": shape_of(mask), "colour": colour_of(pixels, mask)}
+
+
+def objects_in(image: np.ndarray, min_fraction: float = 0.005) -> list[dict]:
+    """Every object (a connected foreground region of at least min_fraction of the image) left to right, each with
+    its shape, colour and centre column."""
+    from scipy import ndimage
+
+    pixels, mask = foreground(image)
+    regions, count = ndimage.label(mask)
+    found = []
+    for index in range(1, count + 1):
+        region = regions == index
+        if region.sum() >= max(4, min_fraction * mask.size):
+            found.append({"shape": shape_of(region), "colour": colour_of(pixels, region),
+                          "cx": float(np.nonzero(region)[1].mean())})
+    return sorted(found, key=lambda o: o["cx"])
+
+
+def foreground(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float pixels and the boolean mask of those far (> 60 in RGB) from the median border colour."""
     pixels = image.astype(np.float32)
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     background = np.median(border, axis=0)
-    foreground = np.linalg.norm(pixels - background, axis=-1) > 60
-    if foreground.sum() < 4:
-        return {"shape": None, "colour": None}
-    median = np.median(pixels[foreground], axis=0)
-    colour = min(shapes.COLOURS, key=lambda name: np.linalg.norm(median - np.array(shapes.COLOURS[name])))
-    rows, cols = np.nonzero(foreground)
+    return pixels, np.linalg.norm(pixels - background, axis=-1) > 60
+
+
+def colour_of(pixels: np.ndarray, mask: np.ndarray) -> str:
+    """The palette colour nearest the median pixel of the mask."""
+    median = np.median(pixels[mask], axis=0)
+    return min(shapes.COLOURS, key=lambda name: np.linalg.norm(median - np.array(shapes.COLOURS[name])))
+
+
+def shape_of(mask: np.ndarray) -> str:
+    """The shape of one object's mask, from how much of its bounding box it fills and how wide it is halfway down
+    (square: full box; triangle: narrow middle; circle vs diamond: fill ratio)."""
+    rows, cols = np.nonzero(mask)
     top, bottom, left, right = rows.min(), rows.max(), cols.min(), cols.max()
     height, width = bottom - top + 1, right - left + 1
-    fill = foreground.sum() / float(height * width)
-    row_width = foreground.sum(axis=1)
-    middle = row_width[top + height // 2] / width
+    fill = mask.sum() / float(height * width)
+    middle = mask.sum(axis=1)[top + height // 2] / width
     if fill > 0.88:
-        shape = "square"
-    elif middle < 0.72:
-        shape = "triangle"
-    elif fill > 0.66:
-        shape = "circle"
-    else:
-        shape = "diamond"
-    return {"shape": shape, "colour": colour}
+        return "square"
+    if middle < 0.72:
+        return "triangle"
+    return "circle" if fill > 0.66 else "diamond"

@@ -121,18 +121,20 @@ class GANPhase(Phase):
                                    self.backbone.noise_dim)
         images = sampler.sample(captions, per_caption=4, seed=0)
         path = self.run.path / "samples" / f"step-{step:07d}.png"
-        sampling.write_grid(path, images)
-        tf.summary.image("samples", sampling.grid(images)[None], step=step)
+        picture = sampling.write_grid(path, images, captions)
+        tf.summary.image("samples", picture[None], step=step)
 
     def evaluate(self) -> dict[str, float]:
-        if self.recipe.data.dataset != "shapes":
+        if self.recipe.data.dataset not in ("shapes", "shapes-multi"):
             return {}
-        from t2ictl.evaluation.consistency import shapes_consistency
         from t2ictl import sampling
+        from t2ictl.evaluation.consistency import shapes_consistency
+        from t2ictl.evaluation.variation import shapes_variation
 
         sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab, self.recipe.data.max_words,
                                    self.backbone.noise_dim)
-        return shapes_consistency(sampler, self.data_dir, self.recipe, self.vocab)
+        return {**shapes_consistency(sampler, self.data_dir, self.recipe, self.vocab),
+                **shapes_variation(sampler, self.data_dir, self.recipe, self.vocab)}
 
     def export(self) -> None:
         pass  # the EMA generator lives in the checkpoint; `t2ictl export` writes the servable model

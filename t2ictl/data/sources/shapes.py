@@ -132,10 +132,17 @@ def encode_png(image: np.ndarray) -> bytes:
 # -- one example -----------------------------------------------------------------------------------------------------
 
 
-def single_object(rng: np.random.Generator, geometry: Geometry = GEOMETRY) -> tuple[list[dict], dict]:
+def single_object(rng: np.random.Generator, geometry: Geometry = GEOMETRY, fixed: dict | None = None
+                  ) -> tuple[list[dict], dict]:
+    """One object with random attributes; `fixed` names attributes to keep (the rest are drawn as the data draws
+    them, so the same seed without `fixed` gives the same example)."""
+    fixed = fixed or {}
     shape, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
     size, position = rng.choice(SIZES), rng.choice(POSITIONS)
     background = rng.choice(list(BACKGROUNDS))
+    shape, colour = fixed.get("shape") or shape, fixed.get("colour") or colour
+    size, position = fixed.get("size") or size, fixed.get("position") or position
+    background = fixed.get("background") or background
     radius = rng.uniform(*(geometry.small_radius if size == "small" else geometry.large_radius))
     cx = {"left": 0.28, "centre": 0.5, "right": 0.72}[position] + rng.uniform(-geometry.jitter_x, geometry.jitter_x)
     cx = float(np.clip(cx, radius, 1 - radius))
@@ -146,16 +153,22 @@ def single_object(rng: np.random.Generator, geometry: Geometry = GEOMETRY) -> tu
     return objects, attributes
 
 
-def multi_object(rng: np.random.Generator) -> tuple[list[dict], dict]:
+def multi_object(rng: np.random.Generator, fixed: dict | None = None) -> tuple[list[dict], dict]:
+    """One to three objects in distinct thirds; `fixed` may name the background and the objects' (colour, shape)
+    pairs left to right."""
+    fixed = fixed or {}
     count = int(rng.integers(1, 4))
+    count = len(fixed["objects"]) if fixed.get("objects") else count
     thirds = sorted(rng.choice(3, size=count, replace=False))
-    background = str(rng.choice(list(BACKGROUNDS)))
+    background = fixed.get("background") or str(rng.choice(list(BACKGROUNDS)))
     objects = []
-    for third in thirds:
+    for index, third in enumerate(thirds):
         radius = float(rng.uniform(0.1, 0.15))
         objects.append({"shape": str(rng.choice(SHAPES)), "colour": str(rng.choice(list(COLOURS))),
                         "cx": (third + 0.5) / 3 + float(rng.uniform(-0.03, 0.03)),
                         "cy": 0.5 + float(rng.uniform(-0.2, 0.2)), "radius": radius})
+        if fixed.get("objects"):
+            objects[-1]["colour"], objects[-1]["shape"] = fixed["objects"][index]
     return objects, {"background": background}
 
 

@@ -30,7 +30,7 @@ concat(z, sentence), as AttnGAN's first stage does, instead of from z alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import tensorflow as tf
@@ -62,6 +62,12 @@ class DFGANConfig(BackboneConfig):
     # model.py NetG: fc(noise) makes the first 4x4 map, so the sentence acts only through channel-wise affines; true
     # makes it from concat(noise, sentence), as AttnGAN's first stage does (the shapes recipe, BENCHMARKS.md)
     project_condition: bool = False
+    # model.py NetC: concat(features, sentence) -> convs; true adds a projection term (Miyato and Koyama 2018), the
+    # mean over the 4x4 map of <features, W sentence>, a bilinear check of the image against the sentence
+    projection_head: bool = False
+    # DiffAugment (Zhao et al. 2020) policies applied to every image the discriminator sees, real and generated alike:
+    # "translation" (shift by up to 1/8 of the size, zero padded), "cutout" (a zeroed square of half the size)
+    augment: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         for key in ("nf", "z_dim"):
@@ -76,6 +82,9 @@ class DFGANConfig(BackboneConfig):
             value = getattr(self, key)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{key}: must be in [0, 1), got {value}")
+        unknown = set(self.augment) - set(AUGMENTATIONS)
+        if unknown:
+            raise ValueError(f"augment: unknown {sorted(unknown)}, choose from {list(AUGMENTATIONS)}")
         if not self.gp_weight >= 0:
             raise ValueError(f"gp_weight: must be zero or positive, got {self.gp_weight}")
 
@@ -100,6 +109,7 @@ class DFGAN(Backbone):
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
         self.discriminator_head = self.build_discriminator_head()
+        self.augment_noise = tf.random.Generator.from_seed(0) if self.config.augment else None
 
     def build_generator(self) -> keras.Model:
         nf, condition_dim = self.config.nf, self.config.z_dim + self.text_dim
@@ -139,6 +149,9 @@ class DFGAN(Backbone):
         x = torch_conv(2 * nf, 3, top + self.text_dim, use_bias=False, name="joint_conv")(joint)
         x = layers.LeakyReLU(LEAKY_SLOPE)(x)
         x = torch_conv(1, 4, 2 * nf, padding="valid", use_bias=False, name="to_logit")(x)
+        if self.config.projection_head:
+            embedded = torch_dense(top, self.text_dim, use_bias=False, name="project_sentence")(sentence)
+            x = layers.Add()([x, ProjectionTerm(name="projection")(features, embedded)])
         logits = layers.Flatten(dtype="float32", name="logits")(x)
         return keras.Model([features, sentence], logits, name="dfgan_discriminator_head")
 
@@ -147,15 +160,21 @@ class DFGAN(Backbone):
         return self.discriminator.trainable_variables + self.discriminator_head.trainable_variables
 
     def trackables(self) -> dict:
-        return {"generator": self.generator, "discriminator": self.discriminator,
-                "discriminator_head": self.discriminator_head}
+        models = {"generator": self.generator, "discriminator": self.discriminator,
+                  "discriminator_head": self.discriminator_head}
+        return models | ({"augment_noise": self.augment_noise} if self.augment_noise is not None else {})
+
+    def augmented(self, images) -> tf.Tensor:
+        for policy in self.config.augment:
+            images = AUGMENTATIONS[policy](images, self.augment_noise)
+        return images
 
     def judge(self, features, sentence) -> tf.Tensor:
         """Logits [B, 1] float32 of (image features, sentence) pairs."""
         return ops.cast(self.discriminator_head([features, sentence], training=True), "float32")
 
     def discriminator_loss(self, real: dict[int, tf.Tensor], fake: list[tf.Tensor], text: TextFeatures) -> dict:
-        images, sentence = real[self.image_size], text.sentence
+        images, sentence = self.augmented(real[self.image_size]), text.sentence
         with tf.GradientTape(watch_accessed_variables=False) as input_tape:
             input_tape.watch([images, sentence])
             real_features = self.discriminator(images, training=True)
@@ -164,7 +183,7 @@ class DFGAN(Backbone):
         image_grads, sentence_grads = input_tape.gradient(real_logits, [images, sentence])
         penalty = matching_aware_penalty(image_grads, sentence_grads, self.config.gp_weight, self.config.gp_power)
         mismatched_logits = self.mismatched_logits(real_features, sentence)
-        fake_logits = self.judge(self.discriminator(fake[-1], training=True), sentence)
+        fake_logits = self.judge(self.discriminator(self.augmented(fake[-1]), training=True), sentence)
         terms = {"real": hinge_real(real_logits), "fake": hinge_fake(fake_logits),
                  "mismatch": hinge_fake(mismatched_logits), "ma_gp": penalty}
         terms["loss"] = terms["real"] + (terms["fake"] + terms["mismatch"]) / 2.0 + terms["ma_gp"]
@@ -175,5 +194,41 @@ class DFGAN(Backbone):
         return self.judge(ops.roll(real_features, -1, axis=0), sentence)
 
     def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
-        logits = self.judge(self.discriminator(generated["images"][-1], training=True), text.sentence)
+        images = self.augmented(generated["images"][-1])
+        logits = self.judge(self.discriminator(images, training=True), text.sentence)
         return {"loss": -ops.mean(logits)}
+
+
+class ProjectionTerm(layers.Layer):
+    """[B, 1, 1, 1]: the mean over positions of <features, embedded sentence>."""
+
+    def call(self, features, embedded):
+        return ops.mean(features * embedded[:, None, None, :], axis=(1, 2, 3), keepdims=True) * features.shape[-1]
+
+
+def translate(images, noise: tf.random.Generator, ratio: float = 0.125) -> tf.Tensor:
+    """Shift each image by a whole number of pixels, up to ratio x size each way, filling with zeros."""
+    batch, size = tf.shape(images)[0], images.shape[1]
+    limit = int(size * ratio + 0.5)
+    shifts = noise.uniform([batch, 2], -limit, limit + 1, dtype=tf.int32)
+    padded = tf.pad(images, [[0, 0], [limit, limit], [limit, limit], [0, 0]])
+    rows = tf.range(size)[None, :] + limit - shifts[:, :1]  # [B, S]
+    cols = tf.range(size)[None, :] + limit - shifts[:, 1:]
+    gathered = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(gathered, cols, axis=2, batch_dims=1)
+
+
+def cutout(images, noise: tf.random.Generator, ratio: float = 0.5) -> tf.Tensor:
+    """Zero one square of ratio x size per image, centred anywhere in it."""
+    batch, size = tf.shape(images)[0], images.shape[1]
+    cut = int(size * ratio + 0.5)
+    starts = noise.uniform([batch, 2], 0, size, dtype=tf.int32) - cut // 2
+    rows = tf.range(size)[None, :] - starts[:, :1]  # [B, S]: offsets into the cut square
+    cols = tf.range(size)[None, :] - starts[:, 1:]
+    inside_rows = (rows >= 0) & (rows < cut)
+    inside_cols = (cols >= 0) & (cols < cut)
+    keep = tf.logical_not(inside_rows[:, :, None] & inside_cols[:, None, :])
+    return images * tf.cast(keep, images.dtype)[..., None]
+
+
+AUGMENTATIONS = {"translation": translate, "cutout": cutout}
