@@ -119,6 +119,17 @@ def test_train_n_plus_m_equals_train_n_then_resume_m(shapes_data, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def test_mode_seeking_is_logged_and_the_evaluation_measures_variation(short_run, shapes_data, tmp_path):
+    shutil.copytree(short_run.path / "encoders", tmp_path / "seeking" / "encoders")
+    shutil.copyfile(short_run.path / "vocab.json", tmp_path / "seeking" / "vocab.json")
+    run = trained_run(shapes_data, tmp_path / "seeking", "train.mode_seeking_weight=1.0")
+    values = scalars(run, "mode_seeking")
+    assert values and all(0 < v < 1e5 for v in values)  # 1 / (image gap / noise gap + 1e-5)
+    assert not scalars(short_run, "mode_seeking")
+    for tag in ("variation", "real_variation", "variation_ratio", "shape_accuracy"):
+        assert scalars(run, f"eval/{tag}"), tag
+
+
 def test_contrastive_off_trains_the_plain_backbone_on_unpaired_batches(shapes_data, tmp_path, monkeypatch):
     from t2ictl.training import gan
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from t2ictl.losses import damsm, supcon
+from t2ictl.losses import damsm, mode_seeking, supcon
 
 
 def _normalise(x):
@@ -179,3 +179,25 @@ def test_damsm_compiles_with_xla():
     compiled = tf.function(lambda w, n, r: damsm.word_loss(w, n, r, 4.0, 5.0, 10.0), jit_compile=True)
     np.testing.assert_allclose([t.numpy() for t in compiled(words, lengths, regions)],
                                [t.numpy() for t in eager], rtol=1e-4)
+
+
+def test_mode_seeking_matches_its_formula_and_punishes_a_collapsed_generator():
+    rng = np.random.default_rng(0)
+    images_a, images_b = rng.uniform(-1, 1, (2, 4, 8, 8, 3)).astype(np.float32)
+    noise_a, noise_b = rng.standard_normal((2, 4, 16)).astype(np.float32)
+    ratio = np.abs(images_a - images_b).mean() / np.abs(noise_a - noise_b).mean()
+    np.testing.assert_allclose(mode_seeking.mode_seeking_ratio(images_a, images_b, noise_a, noise_b), ratio,
+                               rtol=1e-5)
+    np.testing.assert_allclose(mode_seeking.mode_seeking_loss(images_a, images_b, noise_a, noise_b),
+                               1.0 / (ratio + mode_seeking.EPSILON), rtol=1e-5)
+    collapsed = mode_seeking.mode_seeking_loss(images_a, images_a, noise_a, noise_b)
+    assert float(collapsed) == pytest.approx(1.0 / mode_seeking.EPSILON)
+
+
+def test_mode_seeking_pushes_images_of_different_noise_apart():
+    images_b = tf.zeros((2, 4, 4, 3))
+    images_a = tf.Variable(tf.fill((2, 4, 4, 3), 0.1))
+    noise_a, noise_b = tf.ones((2, 8)), -tf.ones((2, 8))
+    with tf.GradientTape() as tape:
+        loss = mode_seeking.mode_seeking_loss(images_a, images_b, noise_a, noise_b)
+    assert float(tf.reduce_max(tape.gradient(loss, images_a))) < 0  # descent moves images_a away from images_b

@@ -134,6 +134,9 @@ class TrainConfig:
     sample_every: int = 500  # steps between sample grids (TensorBoard and run/samples/)
     sample_captions: int = 8  # held-out captions in each sample grid
     eval_every: int = 1  # epochs between end-of-epoch evaluations and their checkpoints (the last epoch always)
+    # MSGAN's mode seeking term on a quarter of each batch, drawn again with new noise (0 = off, as every official
+    # backbone): a generator that draws one image per caption pays weight / (image gap / noise gap)
+    mode_seeking_weight: float = 0.0
 
     def validate(self) -> None:
         for key in ("epochs", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "sample_captions",
@@ -141,6 +144,8 @@ class TrainConfig:
             _positive(key, getattr(self, key))
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
+        if not self.mode_seeking_weight >= 0:
+            raise ValueError(f"mode_seeking_weight: must be zero or positive, got {self.mode_seeking_weight}")
 
 
 @dataclass

@@ -21,7 +21,8 @@ from t2ictl.data.prepare import load_manifest
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.errors import UserError
 from t2ictl.models import backbones
-from t2ictl.models.text_encoder import text_features
+from t2ictl.losses.mode_seeking import mode_seeking_loss
+from t2ictl.models.text_encoder import TextFeatures, text_features
 from t2ictl.recipes import Recipe
 from t2ictl.runs import RunDir
 from t2ictl.training import branches, distribute, loop
@@ -78,10 +79,13 @@ class GANPhase(Phase):
             if self.paired:
                 g_terms["supcon"] = self.contrastive_loss(generated["images"][-1], merged)
                 total += self.recipe.contrastive.gan_weight * g_terms["supcon"]
+            if self.recipe.train.mode_seeking_weight > 0:
+                g_terms["mode_seeking"] = self.mode_seeking_term(text, noise, generated["images"][-1])
+                total += self.recipe.train.mode_seeking_weight * g_terms["mode_seeking"]
             scaled = self.g_optimizer.scale_loss(total / replicas)
         grads = g_tape.gradient(scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
-        report = {f"g_{k}" if k != "supcon" else k: v for k, v in g_terms.items()}
+        report = {f"g_{k}" if k not in ("supcon", "mode_seeking") else k: v for k, v in g_terms.items()}
         report["g_total"] = total
         report.update({f"d_{k}": v for k, v in d_terms.items()})
         return report
@@ -94,6 +98,14 @@ class GANPhase(Phase):
         grads = d_tape.gradient(scaled, d_vars)
         self.d_optimizer.apply_gradients(zip(grads, d_vars))
         return terms
+
+    def mode_seeking_term(self, text: TextFeatures, noise, images) -> tf.Tensor:
+        """The mode seeking loss of the first quarter of the batch, drawn again with new noise."""
+        part = tf.maximum(tf.shape(noise)[0] // 4, 1)
+        again_text = TextFeatures(text.words[:part], text.sentence[:part], text.mask[:part])
+        again_noise = self.noise.normal(tf.shape(noise[:part]))
+        again = self.generator(again_text.generator_inputs(again_noise), training=True)["images"][-1]
+        return mode_seeking_loss(images[:part], again, noise[:part], again_noise)
 
     def contrastive_loss(self, images, merged) -> tf.Tensor:
         """SupCon over the frozen pretrained image encoder's features of the generated images: the DAMSM encoder's,
