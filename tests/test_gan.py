@@ -32,7 +32,7 @@ def colour_match_error(sampler, data_dir, recipe, vocab) -> float:
 
 
 def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
-    overrides = ("model.nf=16", "data.batch_size=8", "pretrain.epochs=60", "train.epochs=600", "train.log_every=10",
+    overrides = ("model.nf=16", "data.batch_size=8", "pretrain.epochs=60", "train.epochs=300", "train.log_every=10",
                  "train.ema_decay=0.9", "train.eval_every=200")
     recipe = tiny_recipe(few_shapes, *overrides)
     untrained_run = tmp_path / "untrained"
