@@ -13,7 +13,8 @@ from t2ictl import recipes
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import matching_aware_penalty
 from t2ictl.models.backbones import backbone_class, config_class
-from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig, cutout, translate
+from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
+from t2ictl.models.backbones.diffaugment import cutout, translate
 from t2ictl.models.backbones.layers import discriminator_widths, generator_widths
 from t2ictl.models.text_encoder import TextFeatures
 from t2ictl.training.gan import build_optimizers

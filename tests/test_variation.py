@@ -51,3 +51,31 @@ def test_sample_variation_compares_with_real_images_of_each_caption():
     collapsed = variation.sample_variation(ReplaySampler(np.repeat(real[:, :1], 8, axis=1)), captions, False, 32)
     assert collapsed["variation"] == 0.0 and collapsed["variation_ratio"] == 0.0
     assert same["real_variation"] == collapsed["real_variation"] > 0
+
+
+class RealImagesSampler:
+    """Draws, for each caption, real images that fit it: a generator as good as the data."""
+
+    def __init__(self, multi_object: bool):
+        self.multi_object = multi_object
+
+    def sample(self, captions, per_caption, seed):
+        return np.stack([variation.real_images_like(c, self.multi_object, 32, per_caption, seed=seed + i)
+                         for i, c in enumerate(captions)])
+
+
+@pytest.mark.parametrize("name", ["shapes", "shapes-multi"])
+def test_held_out_figures_of_both_embedded_variants(name, tmp_path):
+    from conftest import prepare_shapes, tiny_recipe
+
+    from t2ictl.data.vocab import Vocabulary
+
+    data = prepare_shapes(tmp_path / name, 40, multi_object=name == "shapes-multi")
+    recipe = tiny_recipe(data, name=name)
+    vocab = Vocabulary.load(data / "vocab.json")
+    sampler = RealImagesSampler(name == "shapes-multi")
+    figures = consistency.shapes_consistency(sampler, data, recipe, vocab, count=8)
+    figures |= variation.shapes_variation(sampler, data, recipe, vocab, count=8)
+    accuracy = "both_accuracy" if name == "shapes" else "object_accuracy"
+    assert figures[accuracy] >= 0.75 and figures[f"real_{accuracy}"] >= 0.75  # the reader at 32 px: 0.9 of objects
+    assert figures["variation_ratio"] == pytest.approx(1.0, abs=0.3)

@@ -23,9 +23,10 @@ shortcut conv (the official one builds it and never uses it). Weights start like
 +-1/sqrt(fan_in) for kernels and biases), the initialisation the official results were obtained with.
 Under a mixed-precision policy the layers compute in float16; images, logits and losses stay float32.
 
-Two options, off by default, leave the official rules for short runs (the embedded `shapes` recipe turns both on):
-`d_gate_init` starts the D blocks' gammas elsewhere than 0, and `project_condition` makes the first 4x4 map from
-concat(z, sentence), as AttnGAN's first stage does, instead of from z alone.
+Options, off by default, leave the official rules for short runs (the embedded recipes turn the first three on):
+`d_gate_init` starts the D blocks' gammas elsewhere than 0; `project_condition` makes the first 4x4 map from
+concat(z, sentence), as AttnGAN's first stage does, instead of from z alone; `projection_head` adds a projection
+term to D's head; `augment` applies DiffAugment policies to every image D sees.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from keras import layers, ops
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
 from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
+from t2ictl.models.backbones.diffaugment import AUGMENTATIONS
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, DiscriminatorBlock, GeneratorBlock, discriminator_widths,
                                             generator_widths, torch_conv, torch_dense)
 from t2ictl.models.text_encoder import TextFeatures
@@ -109,6 +111,7 @@ class DFGAN(Backbone):
         self.generator = self.build_generator()
         self.discriminator = self.build_discriminator()
         self.discriminator_head = self.build_discriminator_head()
+        # the same draws in every run: the backbone does not know the run's seed, and the stream is checkpointed
         self.augment_noise = tf.random.Generator.from_seed(0) if self.config.augment else None
 
     def build_generator(self) -> keras.Model:
@@ -204,31 +207,3 @@ class ProjectionTerm(layers.Layer):
 
     def call(self, features, embedded):
         return ops.mean(features * embedded[:, None, None, :], axis=(1, 2, 3), keepdims=True) * features.shape[-1]
-
-
-def translate(images, noise: tf.random.Generator, ratio: float = 0.125) -> tf.Tensor:
-    """Shift each image by a whole number of pixels, up to ratio x size each way, filling with zeros."""
-    batch, size = tf.shape(images)[0], images.shape[1]
-    limit = int(size * ratio + 0.5)
-    shifts = noise.uniform([batch, 2], -limit, limit + 1, dtype=tf.int32)
-    padded = tf.pad(images, [[0, 0], [limit, limit], [limit, limit], [0, 0]])
-    rows = tf.range(size)[None, :] + limit - shifts[:, :1]  # [B, S]
-    cols = tf.range(size)[None, :] + limit - shifts[:, 1:]
-    gathered = tf.gather(padded, rows, axis=1, batch_dims=1)
-    return tf.gather(gathered, cols, axis=2, batch_dims=1)
-
-
-def cutout(images, noise: tf.random.Generator, ratio: float = 0.5) -> tf.Tensor:
-    """Zero one square of ratio x size per image, centred anywhere in it."""
-    batch, size = tf.shape(images)[0], images.shape[1]
-    cut = int(size * ratio + 0.5)
-    starts = noise.uniform([batch, 2], 0, size, dtype=tf.int32) - cut // 2
-    rows = tf.range(size)[None, :] - starts[:, :1]  # [B, S]: offsets into the cut square
-    cols = tf.range(size)[None, :] - starts[:, 1:]
-    inside_rows = (rows >= 0) & (rows < cut)
-    inside_cols = (cols >= 0) & (cols < cut)
-    keep = tf.logical_not(inside_rows[:, :, None] & inside_cols[:, None, :])
-    return images * tf.cast(keep, images.dtype)[..., None]
-
-
-AUGMENTATIONS = {"translation": translate, "cutout": cutout}
