@@ -14,7 +14,7 @@ import numpy as np
 
 from t2ictl.data.sources import shapes
 from t2ictl.data.vocab import Vocabulary
-from t2ictl.evaluation.consistency import asked_attributes, held_out
+from t2ictl.evaluation.consistency import READERS, asked_attributes, held_out
 from t2ictl.recipes import Recipe
 
 FULLY_NAMED = {False: {"shape", "colour", "size", "position", "background"}, True: {"objects", "background"}}
@@ -59,7 +59,7 @@ def sample_variation(sampler, captions: list[str], multi_object: bool, image_siz
 def shapes_variation(sampler, data_dir: Path, recipe: Recipe, vocab: Vocabulary, count: int = 40,
                      seed: int = 0) -> dict[str, float]:
     """sample_variation over the first `count` held-out captions of the embedded data ({} for other data)."""
-    if recipe.data.dataset not in ("shapes", "shapes-multi"):
+    if recipe.data.dataset not in READERS:
         return {}
     captions, _ = held_out(data_dir, recipe, vocab, count)
     return sample_variation(sampler, captions, recipe.data.dataset == "shapes-multi", recipe.data.image_size,

@@ -7,8 +7,8 @@ DF-GAN is the official one in NHWC, so the import is a mapping:
 - a D block whose channels stay the same has a `conv_s` in the file that the official forward never uses (left out);
 - Adam: torch's `exp_avg` / `exp_avg_sq` / `step` are Keras' momentum / velocity / iterations (torch numbers an
   optimizer's parameters in the order it was given them: NetG's, then NetD's and NetC's).
-The imported run keeps the official architecture: the embedded recipe's departures (d_gate_init, project_condition)
-are off, and the released text encoder's features are not rescaled.
+The imported run keeps the official architecture: the embedded recipe's departures (d_gate_init, project_condition,
+projection_head, augment) are off, and the released text encoder's features are not rescaled.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def generator_sizes(netg: StateDict) -> dict:
 def recipe_overrides(official: Official, has_image_encoder: bool) -> list[str]:
     sizes = generator_sizes(official.generator)
     overrides = ['model.backbone="dfgan"', f"model.nf={sizes['nf']}", f"model.z_dim={sizes['z_dim']}",
-                 f"data.image_size={sizes['image_size']}", "model.d_gate_init=0.0", "model.project_condition=false"]
+                 f"data.image_size={sizes['image_size']}", "model.d_gate_init=0.0", "model.project_condition=false",
+                 "model.projection_head=false", "model.augment=[]"]
     return overrides + ([] if has_image_encoder else ["contrastive.enabled=false"])
 
 

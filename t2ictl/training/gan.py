@@ -137,10 +137,11 @@ class GANPhase(Phase):
         tf.summary.image("samples", picture[None], step=step)
 
     def evaluate(self) -> dict[str, float]:
-        if self.recipe.data.dataset not in ("shapes", "shapes-multi"):
+        from t2ictl.evaluation.consistency import READERS, shapes_consistency
+
+        if self.recipe.data.dataset not in READERS:
             return {}
         from t2ictl import sampling
-        from t2ictl.evaluation.consistency import shapes_consistency
         from t2ictl.evaluation.variation import shapes_variation
 
         sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab, self.recipe.data.max_words,
