@@ -71,6 +71,7 @@ def test_the_run_keeps_the_official_architecture(imported):
     assert (recipe.model.backbone, recipe.model.nf, recipe.model.z_dim, recipe.data.image_size) == (
         "ssagan", NF, Z_DIM, SIZE)
     assert recipe.model.d_gate_init == 0.0
+    assert recipe.model.projection_head is False and recipe.model.augment == []
 
 
 def test_the_generator_equals_numpy_netg(imported):

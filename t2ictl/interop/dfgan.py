@@ -7,12 +7,13 @@ DF-GAN is the official one in NHWC, so the import is a mapping:
 - a D block whose channels stay the same has a `conv_s` in the file that the official forward never uses (left out);
 - Adam: torch's `exp_avg` / `exp_avg_sq` / `step` are Keras' momentum / velocity / iterations (torch numbers an
   optimizer's parameters in the order it was given them: NetG's, then NetD's and NetC's).
-The imported run keeps the official architecture: the embedded recipe's departures (d_gate_init, project_condition,
-projection_head, augment) are off, and the released text encoder's features are not rescaled.
+The imported run keeps the official architecture: the embedded recipe's departures (DFGANConfig.departures) are
+at their official defaults, and the released text encoder's features are not rescaled.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from t2ictl.console import console
 from t2ictl.errors import UserError
 from t2ictl.interop import damsm, mapping
 from t2ictl.interop.mapping import conv, dense, same
+from t2ictl.models.backbones.dfgan import DFGANConfig
 from t2ictl.torch_files import StateDict, read_checkpoint
 
 
@@ -63,11 +65,16 @@ def generator_sizes(netg: StateDict) -> dict:
     return {"nf": nf, "z_dim": netg.arrays["fc.weight"].shape[1], "image_size": 4 * 2 ** len(blocks)}
 
 
+def official_rules() -> list[str]:
+    """Overrides that put every departure of DFGANConfig (and so of SSA-GAN's) back at its official default."""
+    defaults = DFGANConfig()
+    return [f"model.{key}={json.dumps(getattr(defaults, key))}" for key in DFGANConfig.departures]
+
+
 def recipe_overrides(official: Official, has_image_encoder: bool) -> list[str]:
     sizes = generator_sizes(official.generator)
     overrides = ['model.backbone="dfgan"', f"model.nf={sizes['nf']}", f"model.z_dim={sizes['z_dim']}",
-                 f"data.image_size={sizes['image_size']}", "model.d_gate_init=0.0", "model.project_condition=false",
-                 "model.projection_head=false", "model.augment=[]"]
+                 f"data.image_size={sizes['image_size']}", *official_rules()]
     return overrides + ([] if has_image_encoder else ["contrastive.enabled=false"])
 
 

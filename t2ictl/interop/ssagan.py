@@ -39,7 +39,7 @@ def generator_sizes(netg: StateDict) -> dict:
 def recipe_overrides(sizes: dict) -> list[str]:
     return ['model.backbone="ssagan"', f"model.nf={sizes['nf']}", f"model.z_dim={sizes['z_dim']}",
             f"model.affine_hidden={sizes['affine_hidden']}", f"data.image_size={sizes['image_size']}",
-            "model.d_gate_init=0.0", "model.projection_head=false", "model.augment=[]"]
+            *dfgan.official_rules()]
 
 
 def _mask_predictor(layer, prefix: str) -> list[tuple]:

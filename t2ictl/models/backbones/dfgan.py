@@ -70,6 +70,8 @@ class DFGANConfig(BackboneConfig):
     # DiffAugment (Zhao et al. 2020) policies applied to every image the discriminator sees, real and generated alike:
     # "translation" (shift by up to 1/8 of the size, zero padded), "cutout" (a zeroed square of half the size)
     augment: list[str] = field(default_factory=list)
+    # the options above that leave the official rules: an import of an official file puts them back at their defaults
+    departures = ("d_gate_init", "project_condition", "projection_head", "augment")
 
     def validate(self) -> None:
         for key in ("nf", "z_dim"):
