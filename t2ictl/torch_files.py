@@ -158,6 +158,9 @@ def read_checkpoint(path: Path) -> Any:
     try:
         if zipfile.is_zipfile(path):
             return _read_zip(path)
+        with path.open("rb") as handle:
+            if handle.read(4) == b"PK\x03\x04":
+                raise zipfile.BadZipFile("a zip archive without its directory at the end: cut short or damaged")
         return _read_legacy(path)
     except (pickle.UnpicklingError, EOFError, ValueError, struct.error, zipfile.BadZipFile, KeyError) as exc:
         raise UserError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None

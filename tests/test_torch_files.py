@@ -91,6 +91,15 @@ def test_files_that_are_not_checkpoints_are_one_clear_error(tmp_path):
     (tmp_path / "cut.pth").write_bytes(full[:-40])
     with pytest.raises(UserError, match="truncated"):
         read_checkpoint(tmp_path / "cut.pth")
+    zipped = write_zip(tmp_path / "full.zip", {"w": Tensor(np.arange(4000, dtype=np.float32))}).read_bytes()
+    # A zip's header dates its entries; when those bytes happen to be ASCII, a cut zip once read as a pickle whose
+    # persistent id was the header itself, and gave another error.
+    ascii_header = b"PK\x03\x04" + b"K" * 24 + b"\n" + zipped[29:]
+    for cut in range(1, 10):
+        for copy in (zipped, ascii_header):
+            (tmp_path / "cut.zip").write_bytes(copy[: len(copy) * cut // 10])
+            with pytest.raises(UserError, match="cut.zip: not a readable PyTorch checkpoint"):
+                read_checkpoint(tmp_path / "cut.zip")
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
         archive.writestr("readme.txt", "hello")
     with pytest.raises(UserError, match="without one data.pkl"):
