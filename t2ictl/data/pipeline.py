@@ -36,6 +36,12 @@ KEY_BUCKETS = 2**62
 PASSES_PER_EPOCH = 2
 
 
+def _plain(fn):
+    """`fn` for tf.data as written: its branches test Python values only, so AutoGraph's rewriting of it (seconds at
+    the start of every run) would buy nothing."""
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
 def steps_per_epoch(manifest: dict, config: DataConfig, paired: bool) -> int:
     examples = manifest["splits"]["train"]["examples"]
     per_step = config.batch_size * (2 if paired else 1)
@@ -157,7 +163,7 @@ def _epoch_records(paths: list[str], seed: int, epoch, config: DataConfig, num_c
     data = passes[0]
     for more in passes[1:]:
         data = data.concatenate(more)
-    return data.map(lambda s: _parse(s, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.map(_plain(lambda s: _parse(s, num_classes)), num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _block_shuffle(data: tf.data.Dataset, block: int, seed) -> tf.data.Dataset:
@@ -170,7 +176,7 @@ def _block_shuffle(data: tf.data.Dataset, block: int, seed) -> tf.data.Dataset:
         order = tf.argsort(tf.random.stateless_uniform([tf.shape(elements)[0]], seed + [0, index * 7919]))
         return tf.gather(elements, order)
 
-    return data.batch(block).enumerate().map(permute).unbatch()
+    return data.batch(block).enumerate().map(_plain(permute)).unbatch()
 
 
 def _pair_key(example: dict, seed) -> tf.Tensor:
@@ -187,14 +193,14 @@ def _paired(data: tf.data.Dataset, seed: int, epoch) -> tf.data.Dataset:
         del example["label_ids"]  # varies in length; the multi-hot "labels" carries the same
         return example
 
-    data = data.enumerate().map(keyed)
+    data = data.enumerate().map(_plain(keyed))
     # an unlabelled example is emitted twice in a row, so its key (-1) window closes on the two copies
-    data = data.flat_map(lambda e: tf.data.Dataset.from_tensors(e).repeat(
-        tf.where(e["pair_key"] < 0, tf.constant(2, tf.int64), 1)))
-    data = data.group_by_window(key_func=lambda e: e["pair_key"], reduce_func=lambda _, window: window.padded_batch(2),
-                                window_size=2)
-    data = data.filter(lambda w: tf.shape(w["pair_key"])[0] == 2)
-    return data.map(lambda w: {"a": {k: v[0] for k, v in w.items()}, "b": {k: v[1] for k, v in w.items()}})
+    data = data.flat_map(_plain(lambda e: tf.data.Dataset.from_tensors(e).repeat(
+        tf.where(e["pair_key"] < 0, tf.constant(2, tf.int64), 1))))
+    data = data.group_by_window(key_func=_plain(lambda e: e["pair_key"]),
+                                reduce_func=_plain(lambda _, window: window.padded_batch(2)), window_size=2)
+    data = data.filter(_plain(lambda w: tf.shape(w["pair_key"])[0] == 2))
+    return data.map(_plain(lambda w: {"a": {k: v[0] for k, v in w.items()}, "b": {k: v[1] for k, v in w.items()}}))
 
 
 def train_dataset(data_dir: Path, config: DataConfig, vocab: Vocabulary, *, paired: bool, seed: int,
@@ -224,20 +230,21 @@ def train_dataset(data_dir: Path, config: DataConfig, vocab: Vocabulary, *, pair
         consumed = tf.where(epoch == first_epoch, tf.constant(skip * local_replicas * batch, tf.int64), 0)
         data = data.skip(consumed).enumerate(start=consumed)
         if paired:
-            return data.map(lambda i, pair: {
+            return data.map(_plain(lambda i, pair: {
                 "a": _train_row(pair["a"], _element_seed(seed, epoch, 2 * i), config),
-                "b": _train_row(pair["b"], _element_seed(seed, epoch, 2 * i + 1), config)},
+                "b": _train_row(pair["b"], _element_seed(seed, epoch, 2 * i + 1), config)}),
                 num_parallel_calls=tf.data.AUTOTUNE)
-        return data.map(lambda i, example: _train_row(example, _element_seed(seed, epoch, i), config),
+        return data.map(_plain(lambda i, example: _train_row(example, _element_seed(seed, epoch, i), config)),
                         num_parallel_calls=tf.data.AUTOTUNE)
 
-    data = tf.data.Dataset.counter(first_epoch).flat_map(epoch_stream)
+    data = tf.data.Dataset.counter(first_epoch).flat_map(_plain(epoch_stream))
     data = data.batch(batch, drop_remainder=True)
     if paired:
-        data = data.map(lambda p: {"a": _tokenized(p["a"], tokenizer, False),
-                                   "b": _tokenized(p["b"], tokenizer, False)}, num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(_plain(lambda p: {"a": _tokenized(p["a"], tokenizer, False),
+                                          "b": _tokenized(p["b"], tokenizer, False)}),
+                        num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        data = data.map(lambda b: _tokenized(b, tokenizer, False), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(_plain(lambda b: _tokenized(b, tokenizer, False)), num_parallel_calls=tf.data.AUTOTUNE)
     return data.prefetch(tf.data.AUTOTUNE)
 
 
@@ -255,14 +262,17 @@ def eval_dataset(data_dir: Path, config: DataConfig, vocab: Vocabulary, split: s
     paths, manifest = shard_paths(data_dir, split)
     num_classes = len(manifest["classes"])
     tokenizer = GraphTokenizer(vocab, config.max_words)
-    data = tf.data.TFRecordDataset(paths).map(lambda s: _parse(s, num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    data = tf.data.TFRecordDataset(paths).map(_plain(lambda s: _parse(s, num_classes)),
+                                              num_parallel_calls=tf.data.AUTOTUNE)
     if caption == "first":
-        data = data.map(lambda e: _eval_row(e, e["captions"][0], config), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(_plain(lambda e: _eval_row(e, e["captions"][0], config)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        data = data.flat_map(lambda e: tf.data.Dataset.from_tensor_slices(e["captions"]).map(
-            lambda c: _eval_row(e, c, config)))
+        data = data.flat_map(_plain(lambda e: tf.data.Dataset.from_tensor_slices(e["captions"]).map(
+            _plain(lambda c: _eval_row(e, c, config)))))
     data = data.batch(batch_size or config.batch_size)
-    return data.map(lambda b: _tokenized(b, tokenizer, True), num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    data = data.map(_plain(lambda b: _tokenized(b, tokenizer, True)), num_parallel_calls=tf.data.AUTOTUNE)
+    return data.prefetch(2)
 
 
 def split_images(data_dir: Path, split: str, size: int, batch_size: int) -> tf.data.Dataset:
@@ -274,7 +284,7 @@ def split_images(data_dir: Path, split: str, size: int, batch_size: int) -> tf.d
         image = _resize(tf.cast(_cropped(_parse(serialized, num_classes)), tf.float32), size)
         return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
-    data = tf.data.TFRecordDataset(paths).map(pixels, num_parallel_calls=tf.data.AUTOTUNE)
+    data = tf.data.TFRecordDataset(paths).map(_plain(pixels), num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size).prefetch(2)
 
 
@@ -282,5 +292,5 @@ def split_captions(data_dir: Path, split: str, max_images: int | None = None) ->
     """Every caption of the split's images (the first max_images of them, if given), in stored order."""
     paths, _ = shard_paths(data_dir, split)
     captions = tf.data.TFRecordDataset(paths).take(-1 if max_images is None else max_images)
-    captions = captions.map(lambda s: records.parse_example(s)["captions"])
+    captions = captions.map(_plain(lambda s: records.parse_example(s)["captions"]))
     return [c.decode("utf-8") for batch in captions.as_numpy_iterator() for c in batch]

@@ -185,9 +185,10 @@ def compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool):
     def replica_step(batch):
         return phase.train_step(batch)
 
-    @tf.function(jit_compile=False)
+    @tf.function(jit_compile=False, autograph=False)
     def train_step(iterator):
-        per_replica = strategy.run(tf.function(replica_step, jit_compile=jit_compile), args=(next(iterator),))
+        per_replica = strategy.run(tf.function(replica_step, jit_compile=jit_compile, autograph=False),
+                                   args=(next(iterator),))
         phase.after_step()
         step.assign_add(1)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
