@@ -106,9 +106,7 @@ def train_step(recipe: Recipe, vocab_size: int = 1000, num_classes: int = 20) ->
                       build_image_encoder(c.image_trunk, recipe.data.image_size, c.text_dim, "none", "auto",
                                           c.small_trunk_width), recipe)
         phase = gan.GANPhase(recipe, vocab, {"multi_label": False}, Path(folder), RunDir(Path(folder)), encoders)
-        with strategy.scope():
-            phase.build()
-            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False)
+        step_counter = loop.build(phase, strategy)
     batch = synthetic_batch(recipe, vocab_size, num_classes)
     iterator = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
     compiled = loop.compiled_step(phase, strategy, step_counter, recipe.runtime.xla)

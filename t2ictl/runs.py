@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from t2ictl import fileio, recipes
+from t2ictl.console import console
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.errors import UserError
 from t2ictl.models import backbones
@@ -35,6 +36,9 @@ ENCODERS_INFO = "encoders.json"
 RESUMABLE_CHANGES = {"pretrain.epochs", "pretrain.log_every", "pretrain.checkpoint_every", "pretrain.eval_examples",
                      "train.epochs", "train.log_every", "train.checkpoint_every", "train.sample_every",
                      "train.sample_captions", "train.keep_checkpoints", "pretrain.keep_checkpoints", "train.eval_every"}
+# Keys of how a run executes, which a resumed run may change (one machine to a cluster and back): the global batch
+# (data.batch_size), the data order and the noise do not depend on them, so the run goes on as it would have.
+LAYOUT_CHANGES = ("runtime.strategy", "runtime.precision", "runtime.xla")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,12 +133,16 @@ def encoders_vocab_file(folder: Path) -> Path | None:
 def _check_same_recipe(run: RunDir, recipe: recipes.Recipe) -> None:
     before = _flatten(recipes.recipe_to_dict(run.recipe()))
     after = _flatten(recipes.recipe_to_dict(recipe))
-    changed = sorted(k for k in before.keys() | after.keys()
-                     if before.get(k) != after.get(k) and k not in RESUMABLE_CHANGES and k != "name")
-    if changed:
-        key = changed[0]
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k != "name")
+    refused = [k for k in changed if k not in RESUMABLE_CHANGES and k not in LAYOUT_CHANGES]
+    if refused:
+        key = refused[0]
         raise UserError(f"cannot resume {run.path} with a different recipe: {key} was {before.get(key)!r}, now "
                         f"{after.get(key)!r}")
+    for key in (k for k in changed if k in LAYOUT_CHANGES):
+        kept = (f"; the global batch stays data.batch_size = {after['data.batch_size']}, split over this layout's "
+                "replicas") if key == "runtime.strategy" else ""
+        console.print(f"resuming with {key} = {after[key]!r} (was {before[key]!r}){kept}", markup=False)
 
 
 def _flatten(data: dict, prefix: str = "") -> dict:

@@ -209,8 +209,8 @@ def restored_gan_phase(run_dir: Path):
 
     run = runs.RunDir(Path(run_dir))
     phase = gan.GANPhase(run.recipe(), run.vocab(), {"multi_label": False}, None, run, run.encoders)
-    phase.build()
-    loop.phase_checkpoint(phase, tf.Variable(0, dtype=tf.int64)).restore(
+    loop.build(phase)
+    loop.phase_checkpoint(phase, phase.step).restore(
         tf.train.latest_checkpoint(str(run.checkpoints("train")))).assert_existing_objects_matched()
     return phase
 

@@ -25,7 +25,7 @@ def make_phase(data_dir, run_path, *overrides) -> PretrainPhase:
     steps = pipeline.steps_per_epoch(manifest_of(data_dir), recipe.data, recipe.contrastive.enabled)
     loop.prepare_runtime(recipe.runtime)
     phase = PretrainPhase(recipe, run.vocab(), manifest_of(data_dir), data_dir, run, steps)
-    phase.build()
+    loop.build(phase)
     return phase
 
 

@@ -356,7 +356,7 @@ def test_cub_mini_end_to_end_at_64_px(cub_prepared, tmp_path, tiny_inception):
 
 
 @pytest.mark.slow
-def test_cub_mini_as_a_users_folder_retrieves_held_out_images_above_chance(cub, tmp_path, tiny_inception):
+def test_cub_mini_as_a_users_folder_retrieves_held_out_images_above_chance(cub, tmp_path):
     """cub-mini as a user's own folder (each image beside its caption file, species sub-folders), 20% of the images
     held out by a seeded draw: held-out captions find their own image better than chance."""
     root = tmp_path / "birds"
@@ -365,13 +365,17 @@ def test_cub_mini_as_a_users_folder_retrieves_held_out_images_above_chance(cub, 
         os.symlink(image, root / image.parent.name / image.name)
         os.symlink(cub / "birds" / "text" / image.parent.name / f"{image.stem}.txt",
                    root / image.parent.name / f"{image.stem}.txt")
-    data = tmp_path / "prepared"
+    data, run = tmp_path / "prepared", tmp_path / "run"
     run_cli("prepare", "folder", "--source", str(root), "--out", str(data), "--test-fraction", "0.2")
-    result = train_sample_export_score("folder", data, tmp_path, tiny_inception, "pretrain.epochs=40",
-                                       "pretrain.small_trunk_width=32", "data.random_flip=true")
-    check_the_run(result, examples=56)
-    ranks, count = caption_ranks(result["run"], data, "test")
-    assert below_chance(ranks, count) > 3, (ranks.mean(), count)
+    assert json.loads((data / "manifest.json").read_text())["splits"]["test"]["examples"] == 56
+    # pretraining only: the GAN, sampling, export and score on real images are the test above's
+    settings = [*SHORT_64PX, "pretrain.epochs=30", "pretrain.small_trunk_width=32", "data.random_flip=true"]
+    run_cli("pretrain", "--recipe", "folder", "--data", str(data), "--run-dir", str(run),
+            *[a for item in settings for a in ("--set", item)])
+    from t2ictl.runs import RunDir
+
+    ranks, count = caption_ranks(RunDir(run), data, "test")
+    assert below_chance(ranks, count) > 3, (ranks.mean(), count)  # 6.9 here at 30 epochs, 4.5 at 20
 
 
 @pytest.mark.slow

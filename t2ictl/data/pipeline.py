@@ -1,11 +1,13 @@
 """The tf.data input pipeline: prepared records to training and evaluation batches.
 
-Training, per epoch e: shards in an order shuffled by (seed, e) → records shuffled with a seed of (seed, e) → this
-worker's share → [paired mode: pairs sharing a label] → decode, crop to the record's box, resize to 76/64 of the size
-and random-crop back (AttnGAN/DF-GAN; or straight to the size without data.random_crop), optional flip, one caption
-drawn per image → batch → tokenize → prefetch.
+Training, per epoch e: shards in an order shuffled by (seed, e) → records shuffled with a seed of (seed, e) →
+[paired mode: pairs sharing a label] → this worker's share of each global batch → decode, crop to the record's box,
+resize to 76/64 of the size and random-crop back (AttnGAN/DF-GAN; or straight to the size without data.random_crop),
+optional flip, one caption drawn per image → batch → tokenize → prefetch.
 Every random choice is a stateless function of (seed, epoch, element index), so the stream from any step on is the
 same whether a run is fresh or resumed: `start_step` skips the consumed records of the current epoch before decoding.
+Every worker of a cluster reads the whole stream and keeps its slice of each global batch, so the global batch of a
+step is the same on one device, on N local replicas and on N workers, and a run can move between them.
 
 Paired mode feeds the two branches of the framework. The shuffled stream is grouped into pairs by a label key: the class
 for single-label data, one of the image's labels drawn per epoch for multi-label data (so the two share at least that
@@ -146,9 +148,8 @@ def _element_seed(seed: int, epoch, index) -> tf.Tensor:
     return tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64), tf.cast(index, tf.int64)])
 
 
-def _epoch_records(paths: list[str], seed: int, epoch, config: DataConfig, num_classes: int,
-                   context: tf.distribute.InputContext | None) -> tf.data.Dataset:
-    """This worker's parsed records of one epoch, shuffled by (seed, epoch), read PASSES_PER_EPOCH times."""
+def _epoch_records(paths: list[str], seed: int, epoch, config: DataConfig, num_classes: int) -> tf.data.Dataset:
+    """The parsed records of one epoch, shuffled by (seed, epoch), read PASSES_PER_EPOCH times."""
     passes = []
     for read in range(PASSES_PER_EPOCH):
         pass_seed = _element_seed(seed, epoch, 1_000_000_000 + read)
@@ -156,10 +157,7 @@ def _epoch_records(paths: list[str], seed: int, epoch, config: DataConfig, num_c
         files = tf.data.Dataset.from_tensor_slices(tf.gather(tf.constant(paths), order))
         data = files.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(paths)),
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        data = _block_shuffle(data, config.shuffle_buffer, pass_seed)
-        if context is not None and context.num_input_pipelines > 1:
-            data = data.shard(context.num_input_pipelines, context.input_pipeline_id)
-        passes.append(data)
+        passes.append(_block_shuffle(data, config.shuffle_buffer, pass_seed))
     data = passes[0]
     for more in passes[1:]:
         data = data.concatenate(more)
@@ -215,20 +213,23 @@ def train_dataset(data_dir: Path, config: DataConfig, vocab: Vocabulary, *, pair
     num_classes = len(manifest["classes"])
     steps = steps_per_epoch(manifest, config, paired)
     batch = input_context.get_per_replica_batch_size(config.batch_size) if input_context else config.batch_size
-    local_replicas = 1
+    pipelines, pipeline_id = 1, 0
     if input_context is not None:
-        local_replicas = input_context.num_replicas_in_sync // input_context.num_input_pipelines
-    per_epoch = steps * local_replicas * batch  # elements (pairs in paired mode) this pipeline reads per epoch
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+    share = config.batch_size // pipelines  # this pipeline's consecutive elements of each global batch
+    per_epoch = steps * config.batch_size  # elements (pairs in paired mode) of the global stream per epoch
     tokenizer = GraphTokenizer(vocab, config.max_words)
     first_epoch, skip = divmod(start_step, steps)
 
     def epoch_stream(epoch):
-        data = _epoch_records(paths, seed, epoch, config, num_classes, input_context)
+        data = _epoch_records(paths, seed, epoch, config, num_classes)
         if paired:
             data = _paired(data, seed, epoch)
         data = data.take(per_epoch)
-        consumed = tf.where(epoch == first_epoch, tf.constant(skip * local_replicas * batch, tf.int64), 0)
+        consumed = tf.where(epoch == first_epoch, tf.constant(skip * config.batch_size, tf.int64), 0)
         data = data.skip(consumed).enumerate(start=consumed)
+        if pipelines > 1:  # every worker reads the global stream and decodes only its share of each batch
+            data = data.filter(_plain(lambda i, _: (i // share) % pipelines == pipeline_id))
         if paired:
             return data.map(_plain(lambda i, pair: {
                 "a": _train_row(pair["a"], _element_seed(seed, epoch, 2 * i), config),

@@ -161,5 +161,5 @@ def built_gan_phase(run: runs.RunDir, recipe: recipes.Recipe, vocab):
 
     loop.prepare_runtime(recipe.runtime)
     phase = gan.GANPhase(recipe, vocab, {"multi_label": recipe.data.dataset == "coco"}, None, run, run.encoders)
-    phase.build()
+    loop.build(phase)
     return phase

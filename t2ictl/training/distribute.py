@@ -89,6 +89,32 @@ def optimizer(inner: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     return inner
 
 
+def global_normal(shape, seed: int, step, stream: int = 0) -> tf.Tensor:
+    """This replica's rows of one normal draw over the global batch, keyed by (seed, stream, step): an example gets
+    the same numbers on one device, on N replicas and on N workers (a tf.random.Generator draws per replica), so a run
+    can move between layouts. `shape` is the per-replica [rows, ...]."""
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context else 1
+    index = context.replica_id_in_sync_group if context else 0
+    rows = shape[0]
+    key = tf.stack([tf.constant(seed * 1_000_003 + stream, tf.int64), tf.cast(step, tf.int64)])
+    draw = tf.random.stateless_normal(tf.concat([[rows * replicas], shape[1:]], axis=0), key)
+    return draw[index * rows:(index + 1) * rows]
+
+
+LOSS_SCALE_ENTRIES = ("_loss_scale", "_good_steps")  # suffixes of a float16 optimizer's own checkpoint entries
+
+
+def checkpoint_entries(name: str, trackable) -> dict:
+    """What a checkpoint holds of `trackable` under `name`. A loss-scaled optimizer's Adam state is saved under `name`
+    as an unwrapped one's is, and its loss scale beside it, so that a run can change runtime.precision on resume."""
+    if isinstance(trackable, keras.optimizers.LossScaleOptimizer):
+        scale, good_steps = LOSS_SCALE_ENTRIES
+        return {name: trackable.inner_optimizer, f"{name}{scale}": trackable.dynamic_scale,
+                f"{name}{good_steps}": trackable.step_counter}
+    return {name: trackable}
+
+
 def gather(tensor: tf.Tensor) -> tf.Tensor:
     """`tensor` of every replica concatenated along axis 0 (itself on one replica); differentiable."""
     context = tf.distribute.get_replica_context()

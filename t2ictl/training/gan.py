@@ -53,12 +53,11 @@ class GANPhase(Phase):
         self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone)
         self.ema_generator = self.backbone.build_generator()
         self.ema_generator.set_weights(self.generator.get_weights())
-        self.noise = tf.random.Generator.from_seed(self.recipe.runtime.seed)
         self.sizes = sorted(self.recipe.model.image_sizes(self.recipe.data.image_size))
 
     def trackables(self) -> dict:
         return {**self.backbone.trackables(), "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
-                "ema_generator": self.ema_generator, "noise": self.noise}
+                "ema_generator": self.ema_generator}
 
     def train_step(self, batch) -> dict:
         merged = branches.merge_branches(batch, self.paired)
@@ -66,7 +65,8 @@ class GANPhase(Phase):
         real = {size: merged["image" if size == self.recipe.data.image_size else f"image_{size}"]
                 for size in self.sizes}
         count = tf.shape(merged["tokens"])[0]
-        noise = self.noise.normal([count, self.backbone.noise_dim])
+        noise = distribute.global_normal(tf.stack([count, self.backbone.noise_dim]), self.recipe.runtime.seed,
+                                         self.step)
         class_ids = merged["class_id"]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
@@ -100,12 +100,12 @@ class GANPhase(Phase):
         return terms
 
     def mode_seeking_term(self, text: TextFeatures, noise, images) -> tf.Tensor:
-        """The mode seeking loss of the first quarter of the batch, drawn again with new noise."""
-        part = tf.maximum(tf.shape(noise)[0] // 4, 1)
-        again_text = TextFeatures(text.words[:part], text.sentence[:part], text.mask[:part])
-        again_noise = self.noise.normal(tf.shape(noise[:part]))
+        """The mode seeking loss of every fourth example, drawn again with new noise (every fourth, not the first
+        quarter, so that the same examples take part on any number of replicas)."""
+        again_text = TextFeatures(text.words[::4], text.sentence[::4], text.mask[::4])
+        again_noise = distribute.global_normal(tf.shape(noise), self.recipe.runtime.seed, self.step, stream=1)[::4]
         again = self.generator(again_text.generator_inputs(again_noise), training=True)["images"][-1]
-        return mode_seeking_loss(images[:part], again, noise[:part], again_noise)
+        return mode_seeking_loss(images[::4], again, noise[::4], again_noise)
 
     def contrastive_loss(self, images, merged) -> tf.Tensor:
         """SupCon over the frozen pretrained image encoder's features of the generated images: the DAMSM encoder's,

@@ -27,6 +27,7 @@ class Phase(abc.ABC):
 
     name: str
     images_per_step: int  # images one global step consumes, for images/s
+    step: tf.Variable  # the steps completed, set by `build` before Phase.build: the key of per-step random draws
 
     @abc.abstractmethod
     def build(self) -> None:
@@ -88,11 +89,10 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     from t2ictl.training import distribute
 
     strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        phase.build()
-        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-    checkpoint = phase_checkpoint(phase, step)
-    _restore(checkpoint, run_dir.checkpoints(phase.name))
+    step = build(phase, strategy)
+    entries = checkpoint_entries(phase, step)
+    checkpoint = tf.train.Checkpoint(**entries)
+    _restore(entries, run_dir.checkpoints(phase.name))
     _check_workers_agree(strategy, step)
     manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
     start = int(step.numpy())
@@ -108,16 +108,33 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     return metrics
 
 
-def phase_checkpoint(phase: Phase, step: tf.Variable) -> tf.train.Checkpoint:
+def build(phase: Phase, strategy: tf.distribute.Strategy | None = None) -> tf.Variable:
+    """Build `phase` in the strategy's scope, with its step counter; the counter."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        phase.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        phase.build()
+    return phase.step
+
+
+def checkpoint_entries(phase: Phase, step: tf.Variable) -> dict:
     """What a checkpoint of a built phase holds: the step, the phase's trackables and its layers' random states."""
+    from t2ictl.training import distribute
+
     trackables = phase.trackables()
-    return tf.train.Checkpoint(step=step, **trackables, **_random_states(trackables))
+    entries = {"step": step, **_random_states(trackables)}
+    for name, trackable in trackables.items():
+        entries.update(distribute.checkpoint_entries(name, trackable))
+    return entries
+
+
+def phase_checkpoint(phase: Phase, step: tf.Variable) -> tf.train.Checkpoint:
+    return tf.train.Checkpoint(**checkpoint_entries(phase, step))
 
 
 def write_checkpoint(phase: Phase, run_dir: RunDir, step: int) -> str:
     """Save a built phase (e.g. imported weights) as the checkpoint of `step` that `run` resumes from."""
-    variable = tf.Variable(step, dtype=tf.int64, trainable=False, name="step")
-    manager = tf.train.CheckpointManager(phase_checkpoint(phase, variable), str(run_dir.checkpoints(phase.name)),
+    phase.step.assign(step)
+    manager = tf.train.CheckpointManager(phase_checkpoint(phase, phase.step), str(run_dir.checkpoints(phase.name)),
                                          max_to_keep=None)
     return manager.save(checkpoint_number=step)
 
@@ -168,17 +185,26 @@ def _save(manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
         tf.io.gfile.rmtree(manager.directory)
 
 
-def _restore(checkpoint: tf.train.Checkpoint, folder) -> None:
+def _restore(entries: dict, folder) -> None:
+    """Restore the latest checkpoint in `folder` into `entries`. A float16 loss scale that a checkpoint of another
+    precision lacks starts afresh, and says so."""
+    from t2ictl.training import distribute
+
     latest = tf.train.latest_checkpoint(str(folder))
     if latest is None:
         return
     try:
+        saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
+        fresh = sorted(k for k in entries if k not in saved and k.endswith(distribute.LOSS_SCALE_ENTRIES))
+        checkpoint = tf.train.Checkpoint(**{k: v for k, v in entries.items() if k not in fresh})
         checkpoint.restore(latest).assert_existing_objects_matched()
     except Exception as exc:  # a damaged file surfaces as OpError, IndexError, ValueError... all mean "unreadable"
         message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0]
         raise UserError(f"cannot restore checkpoint {latest}: {message}; remove it (the previous one is kept) "
                         "or start a new --run-dir") from None
-    console.print(f"resumed from {latest} at step {int(checkpoint.step.numpy())}")
+    console.print(f"resumed from {latest} at step {int(entries['step'].numpy())}")
+    if fresh:
+        console.print("the checkpoint was written without float16 loss scaling: the loss scale starts afresh")
 
 
 def compiled_step(phase: Phase, strategy, step: tf.Variable, jit_compile: bool):

@@ -1,0 +1,129 @@
+"""Runs that move between layouts. A GAN run started on two workers goes on in one process on two logical CPUs and
+ends where an unbroken run on two CPUs ends; it then moves to one device and back, and the optimizer state and step
+go on. Precision changes on resume carry the optimizer state and start a float16 loss scale afresh."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import TINY, manifest_of, tiny_recipe
+from test_distribute import free_ports
+
+from t2ictl.runs import open_run
+from t2ictl.training import distribute, gan
+
+# One process, its CPU split into two logical devices: the unbroken run on two replicas, then the moved run's
+# segments 2-4 (two replicas, one device, two replicas), each resumed from the last.
+LOCAL_SEGMENTS = textwrap.dedent("""
+    import sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[1])
+    from conftest import manifest_of, tiny_recipe
+    from pathlib import Path
+    from t2ictl.runs import open_run
+    from t2ictl.training import gan
+
+    data, straight, moved = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+
+    def train(path, epochs, strategy, resume):
+        recipe = tiny_recipe(data, f"train.epochs={epochs}", f'runtime.strategy="{strategy}"', "train.log_every=1")
+        gan.train(recipe, data, manifest_of(data), open_run(path, recipe, data, "train", resume=resume))
+
+    train(straight, 2, "mirrored", False)
+    for epochs, strategy in ((2, "mirrored"), (3, "default"), (4, "mirrored")):
+        train(moved, epochs, strategy, True)
+""")
+STEPS_PER_EPOCH = 8  # 256 training images, 16 + 16 per step
+
+
+def with_encoders(short_run, path):
+    shutil.copytree(short_run.path / "encoders", path / "encoders")
+    shutil.copyfile(short_run.path / "vocab.json", path / "vocab.json")
+    return path
+
+
+def train_on_two_workers(data, run, epochs: int) -> list[str]:
+    ports = free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    sets = sum((["--set", s] for s in TINY + [f'data.dir="{data}"', f"train.epochs={epochs}", "train.log_every=1"]),
+               [])
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-m", "t2ictl", "train", "--recipe", "shapes", "--data", str(data), "--run-dir",
+                   str(run), "--strategy", "multiworker", *sets]
+        workers.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+
+def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_data, short_run, tmp_path):
+    """Two workers and two local replicas split each global batch alike (the data, the noise and the batch-norm
+    statistics are global), so the move between them is exact. With another replica count, the discriminator's
+    mismatched pairs (each image with its neighbour's sentence) are formed within each replica's batch, as in the
+    official multi-GPU code, so only the step, the data position and the optimizer state are the unbroken run's."""
+    straight, moved = with_encoders(short_run, tmp_path / "straight"), with_encoders(short_run, tmp_path / "moved")
+    train_on_two_workers(shapes_data, moved, epochs=1)
+    tests = os.path.dirname(__file__)
+    result = subprocess.run([sys.executable, "-c", LOCAL_SEGMENTS, tests, str(shapes_data), str(straight),
+                             str(moved)], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = " ".join(result.stdout.split())  # the console wraps long lines
+    for change in ("runtime.strategy = 'mirrored' (was 'multiworker')", "runtime.strategy = 'default' (was "
+                   "'mirrored')", "runtime.strategy = 'mirrored' (was 'default')"):
+        assert change in out, out[-3000:]
+    assert "replicas: 2" in out and "replicas: 1" in out
+    expected, continued = (values_at(run, 2 * STEPS_PER_EPOCH) for run in (straight, moved))
+    assert expected.keys() == continued.keys()
+    floats = [name for name, value in expected.items() if value.dtype.kind == "f"]
+    assert any("ema_generator" in name for name in floats) and any("d_optimizer" in name for name in floats)
+    for name in floats:
+        np.testing.assert_allclose(continued[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    first_epoch = values_at(straight, STEPS_PER_EPOCH)
+    assert max(np.abs(expected[n] - first_epoch[n]).max() for n in floats) > 1e-2  # the second epoch trained
+    last = values_at(moved, 4 * STEPS_PER_EPOCH)
+    iterations = [int(last[next(n for n in last if n.startswith(f"{o}/") and "iterations" in n)])
+                  for o in ("g_optimizer", "d_optimizer")]
+    assert iterations == [4 * STEPS_PER_EPOCH] * 2, iterations
+    assert all(np.all(np.isfinite(last[n])) for n in floats)
+
+
+def values_at(run, step: int) -> dict[str, np.ndarray]:
+    """Every variable of a run's training checkpoint of `step`."""
+    reader = tf.train.load_checkpoint(str(run / "checkpoints" / "train" / f"ckpt-{step}"))
+    return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+
+
+@pytest.mark.parametrize("policies", [("float32", "mixed_float16", "float32"), ("mixed_float16", "mixed_bfloat16")])
+def test_resume_changes_precision_and_carries_the_optimizer_state(policies, shapes_data, short_run, tmp_path, capsys):
+    run_path = with_encoders(short_run, tmp_path / "run")
+    iterations = []
+    try:
+        for epochs, policy in enumerate(policies, start=1):
+            recipe = tiny_recipe(shapes_data, f'runtime.precision="{policy}"', f"train.epochs={epochs}")
+            run = open_run(run_path, recipe, shapes_data, "train", resume=epochs > 1)
+            gan.train(recipe, shapes_data, manifest_of(shapes_data), run)
+            reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run.checkpoints("train"))))
+            names = reader.get_variable_to_shape_map()
+            iterations.append(int(reader.get_tensor(next(n for n in names if n.startswith("g_optimizer/")
+                                                         and "iterations" in n))))
+            assert any(n.startswith("g_optimizer_loss_scale") for n in names) is (policy == "mixed_float16")
+    finally:
+        distribute.set_precision("float32")
+    assert iterations == [STEPS_PER_EPOCH * epochs for epochs in range(1, len(policies) + 1)]  # Adam's count went on
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert f"runtime.precision = '{policies[1]}' (was '{policies[0]}')" in out
+    assert ("the loss scale starts afresh" in out) is (policies[0] != "mixed_float16")
