@@ -1,6 +1,6 @@
-"""Runs that move between layouts. A GAN run started on two workers goes on in one process on two logical CPUs and
+"""Runs that move between layouts: a GAN run started on two workers goes on in one process on two logical CPUs and
 ends where an unbroken run on two CPUs ends; it then moves to one device and back, and the optimizer state and step
-go on. Precision changes on resume carry the optimizer state and start a float16 loss scale afresh."""
+go on. (A change of precision on resume: test_precision.)"""
 
 import json
 import os
@@ -10,13 +10,10 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 import tensorflow as tf
-from conftest import TINY, manifest_of, tiny_recipe
+from conftest import TINY
 from test_distribute import free_ports
 
-from t2ictl.runs import open_run
-from t2ictl.training import distribute, gan
 
 # One process, its CPU split into two logical devices: the unbroken run on two replicas, then the moved run's
 # segments 2-4 (two replicas, one device, two replicas), each resumed from the last.
@@ -105,25 +102,3 @@ def values_at(run, step: int) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(str(run / "checkpoints" / "train" / f"ckpt-{step}"))
     return {name: np.asarray(reader.get_tensor(name)) for name in reader.get_variable_to_shape_map()
             if name != "_CHECKPOINTABLE_OBJECT_GRAPH"}
-
-
-@pytest.mark.parametrize("policies", [("float32", "mixed_float16", "float32"), ("mixed_float16", "mixed_bfloat16")])
-def test_resume_changes_precision_and_carries_the_optimizer_state(policies, shapes_data, short_run, tmp_path, capsys):
-    run_path = with_encoders(short_run, tmp_path / "run")
-    iterations = []
-    try:
-        for epochs, policy in enumerate(policies, start=1):
-            recipe = tiny_recipe(shapes_data, f'runtime.precision="{policy}"', f"train.epochs={epochs}")
-            run = open_run(run_path, recipe, shapes_data, "train", resume=epochs > 1)
-            gan.train(recipe, shapes_data, manifest_of(shapes_data), run)
-            reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run.checkpoints("train"))))
-            names = reader.get_variable_to_shape_map()
-            iterations.append(int(reader.get_tensor(next(n for n in names if n.startswith("g_optimizer/")
-                                                         and "iterations" in n))))
-            assert any(n.startswith("g_optimizer_loss_scale") for n in names) is (policy == "mixed_float16")
-    finally:
-        distribute.set_precision("float32")
-    assert iterations == [STEPS_PER_EPOCH * epochs for epochs in range(1, len(policies) + 1)]  # Adam's count went on
-    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
-    assert f"runtime.precision = '{policies[1]}' (was '{policies[0]}')" in out
-    assert ("the loss scale starts afresh" in out) is (policies[0] != "mixed_float16")

@@ -45,31 +45,41 @@ def logged_steps(run, tag: str) -> list[int]:
     return sorted(steps)
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_a_mixed_precision_gan_run_trains_and_resumes(policy, short_run, shapes_data, tmp_path):
-    """The tiny GAN phase under a mixed policy: finite losses, a loss-scale state in the float16 checkpoint, and a
-    resumed run continues from it."""
+STEPS_PER_EPOCH = 8  # shapes_data: 256 training images, 16 + 16 per step
+
+
+@pytest.mark.parametrize("policies", [("float32", "mixed_float16", "mixed_bfloat16"),
+                                      ("mixed_float16", "mixed_bfloat16")])
+def test_mixed_precision_runs_train_and_resume_in_another_precision(policies, short_run, shapes_data, tmp_path,
+                                                                    capsys):
+    """The tiny GAN phase an epoch under each policy in turn, each resumed from the last: finite losses, the step and
+    Adam's state go on, a float16 run saves its loss scale beside Adam's state, and a float16 run resumed from a
+    checkpoint without one starts the loss scale afresh and says so."""
     shutil.copytree(short_run.path / "encoders", tmp_path / "run" / "encoders")
     shutil.copyfile(short_run.path / "vocab.json", tmp_path / "run" / "vocab.json")
-    checkpoint_steps = []
+    iterations = []
     try:
-        for epochs, resume in ((1, False), (2, True)):
-            recipe = tiny_recipe(shapes_data, f"runtime.precision={policy}", f"train.epochs={epochs}",
+        for epochs, policy in enumerate(policies, start=1):
+            recipe = tiny_recipe(shapes_data, f'runtime.precision="{policy}"', f"train.epochs={epochs}",
                                  "train.log_every=2")
-            run = open_run(tmp_path / "run", recipe, shapes_data, "train", resume=resume)
+            run = open_run(tmp_path / "run", recipe, shapes_data, "train", resume=epochs > 1)
             gan.train(recipe, shapes_data, manifest_of(shapes_data), run)
-            checkpoint_steps.append(tf.train.load_variable(tf.train.latest_checkpoint(str(run.checkpoints("train"))),
-                                                           "step/.ATTRIBUTES/VARIABLE_VALUE"))
+            reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run.checkpoints("train"))))
+            names = reader.get_variable_to_shape_map()
+            iterations.append(int(reader.get_tensor(next(n for n in names if n.startswith("g_optimizer/")
+                                                         and "iterations" in n))))
+            assert any(n.startswith("g_optimizer_loss_scale") for n in names) is (policy == "mixed_float16")
     finally:
         distribute.set_precision("float32")
+    assert iterations == [STEPS_PER_EPOCH * epochs for epochs in range(1, len(policies) + 1)]  # Adam's count went on
     losses = scalars(run, "g_loss") + scalars(run, "d_loss") + scalars(run, "supcon")
-    assert len(losses) >= 12 and np.all(np.isfinite(losses))
-    first, second = checkpoint_steps
-    assert first > 0 and second == 2 * first
-    logged = logged_steps(run, "g_loss")  # resumed at `first`, not restarted from step 0
-    assert logged == sorted(set(logged)) and logged[-1] == second and sum(s <= first for s in logged) == first // 2
-    names = {name for name, _ in tf.train.list_variables(str(run.checkpoints("train")))}
-    assert any("loss_scale" in name or "dynamic_scale" in name for name in names) is (policy == "mixed_float16")
+    assert len(losses) >= 3 * len(policies) * STEPS_PER_EPOCH // 2 and np.all(np.isfinite(losses))
+    logged = logged_steps(run, "g_loss")  # each resumed where the last stopped, not from step 0
+    assert logged == list(range(2, len(policies) * STEPS_PER_EPOCH + 1, 2))
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    for before, after in zip(policies, policies[1:]):
+        assert f"runtime.precision = '{after}' (was '{before}')" in out
+    assert ("the loss scale starts afresh" in out) is (policies[0] != "mixed_float16")
 
 
 def test_an_xla_compiled_gan_step_computes_what_the_plain_one_does(shapes_data):
