@@ -39,6 +39,34 @@ class Measurement:
         return None if self.flops_per_image is None else self.flops_per_image * self.images_per_second
 
 
+# Images in each dataset's training split as the papers' code reads it (CUB: the 150 training classes; COCO: train2014;
+# flowers: StackGAN's split; shapes: `prepare`'s default 5,000 at 80%), for a schedule's cost without prepared data
+TRAIN_IMAGES = {"cub": 8855, "coco": 82783, "flowers": 7034, "shapes": 4000, "shapes-multi": 4000}
+
+
+@dataclass(frozen=True)
+class ScheduleCost:
+    """What one epoch and the recipe's GAN schedule take at a measured train-step rate (a projection)."""
+
+    train_images: int
+    steps_per_epoch: int
+    epoch_seconds: float
+    epochs: int
+
+    @property
+    def schedule_seconds(self) -> float:
+        return self.epoch_seconds * self.epochs
+
+
+def schedule_cost(recipe: Recipe, measured: Measurement, steps_per_window: int, train_images: int) -> ScheduleCost:
+    from t2ictl.data import pipeline
+
+    manifest = {"splits": {"train": {"examples": train_images}}}
+    steps = pipeline.steps_per_epoch(manifest, recipe.data, paired=recipe.contrastive.enabled)
+    seconds_per_step = measured.median_seconds / steps_per_window
+    return ScheduleCost(train_images, steps, steps * seconds_per_step, recipe.train.epochs)
+
+
 def timed(run_window, images_per_window: int, warmup: int, repeats: int) -> Measurement:
     """Call run_window() `warmup` times, then time it `repeats` times; images/s from the median window."""
     for _ in range(warmup):

@@ -40,7 +40,8 @@ def bench(
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed windows first (tracing, compilation, caches)."),
 ) -> None:
     """Measure images/s (median of --repeats windows after --warmup), peak memory and, for train, model FLOPs per
-    image and the FLOP/s achieved. Speeds belong in BENCHMARKS.md, not in tests."""
+    image, the FLOP/s achieved, and what one epoch and the recipe's GAN schedule take at that rate (for --data's
+    training images, else the paper split's: CUB 8,855, COCO 82,783). Speeds belong in BENCHMARKS.md, not in tests."""
     from t2ictl import bench as benchmarks
     from t2ictl.training import distribute
 
@@ -53,6 +54,9 @@ def bench(
         describe = (f"{resolved.data.image_size} px, batch {m.images_per_window // steps} images/step, "
                     f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {distribute.precision_in_use()}, "
                     f"xla {'on' if resolved.runtime.xla else 'off'}")
+        images = _train_images(resolved, data)
+        if images:
+            cost = benchmarks.schedule_cost(resolved, m, steps, images)
     elif target is Target.data:
         from t2ictl.data.prepare import VOCAB
         from t2ictl.data.vocab import Vocabulary
@@ -84,6 +88,33 @@ def bench(
                         [[w, v, m.images_per_second, m.median_seconds,
                           m.peak_memory_mb, "" if m.flops_per_image is None else m.flops_per_image / 1e9,
                           "" if m.flops_per_second is None else m.flops_per_second / 1e9] for w, v, m in rows]))
+    if target is Target.train and images:
+        console.print(table("at this rate (a projection: the GAN phase only, without evaluation or checkpoints)",
+                            ["span", "what", "time"],
+                            [["one epoch", f"{cost.train_images:,} images, {cost.steps_per_epoch:,} steps",
+                              _duration(cost.epoch_seconds)],
+                             ["the recipe's schedule", f"{cost.epochs:,} epochs", _duration(cost.schedule_seconds)]]))
+
+
+def _train_images(recipe, data: Optional[Path]) -> int | None:
+    """The training images a schedule's cost is projected for: the prepared data's (--data, or the recipe's own
+    folder when prepared), else the paper split's size for the recipe's dataset."""
+    from t2ictl import bench as benchmarks
+    from t2ictl.data.prepare import MANIFEST, load_manifest
+
+    folder = data or recipe.data.path
+    if (folder / MANIFEST).is_file():
+        return load_manifest(folder)["splits"]["train"]["examples"]
+    return benchmarks.TRAIN_IMAGES.get(recipe.data.dataset)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days} d {hours} h"
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
 def _score_network(spec: Optional[str]):

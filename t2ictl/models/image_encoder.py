@@ -105,7 +105,7 @@ def _load_inception_weights(base: keras.Model, weights: str) -> bool:
 def _small_trunk(images, width: int):
     def block(x, filters, index):
         x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False, name=f"conv{index}")(x)
-        x = layers.BatchNormalization(synchronized=True, name=f"bn{index}")(x)  # global-batch statistics
+        x = layers.BatchNormalization(name=f"bn{index}")(x)
         return layers.LeakyReLU(0.2, name=f"act{index}")(x)
 
     x = images

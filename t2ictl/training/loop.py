@@ -92,7 +92,7 @@ def run(phase: Phase, dataset_fn: DatasetFn, run_dir: RunDir, schedule: Schedule
     step = build(phase, strategy)
     entries = checkpoint_entries(phase, step)
     checkpoint = tf.train.Checkpoint(**entries)
-    _restore(entries, run_dir.checkpoints(phase.name))
+    _restore(checkpoint, entries, run_dir.checkpoints(phase.name))
     _check_workers_agree(strategy, step)
     manager = _checkpoint_manager(checkpoint, run_dir.checkpoints(phase.name), schedule, strategy)
     start = int(step.numpy())
@@ -185,9 +185,9 @@ def _save(manager: tf.train.CheckpointManager, step: int, chief: bool) -> None:
         tf.io.gfile.rmtree(manager.directory)
 
 
-def _restore(entries: dict, folder) -> None:
-    """Restore the latest checkpoint in `folder` into `entries`. A float16 loss scale that a checkpoint of another
-    precision lacks starts afresh, and says so."""
+def _restore(checkpoint: tf.train.Checkpoint, entries: dict, folder) -> None:
+    """Restore the latest checkpoint in `folder` into `checkpoint` (made of `entries`). A float16 loss scale that a
+    checkpoint of another precision lacks starts afresh, and says so."""
     from t2ictl.training import distribute
 
     latest = tf.train.latest_checkpoint(str(folder))
@@ -196,7 +196,8 @@ def _restore(entries: dict, folder) -> None:
     try:
         saved = {name.split("/")[0] for name, _ in tf.train.list_variables(latest)}
         fresh = sorted(k for k in entries if k not in saved and k.endswith(distribute.LOSS_SCALE_ENTRIES))
-        checkpoint = tf.train.Checkpoint(**{k: v for k, v in entries.items() if k not in fresh})
+        if fresh:  # restored without them (the save counter, which only numbers files, then starts afresh too)
+            checkpoint = tf.train.Checkpoint(**{k: v for k, v in entries.items() if k not in fresh})
         checkpoint.restore(latest).assert_existing_objects_matched()
     except Exception as exc:  # a damaged file surfaces as OpError, IndexError, ValueError... all mean "unreadable"
         message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).splitlines()[0]

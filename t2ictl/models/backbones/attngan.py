@@ -100,9 +100,8 @@ def conv(filters: int, size: int, strides: int = 1, use_bias: bool = False, name
 
 
 def batch_norm(name: str | None = None) -> layers.BatchNormalization:
-    """PyTorch's BatchNorm: momentum 0.1 (Keras 0.9), eps 1e-5; weights_init draws the scale from N(1, 0.02).
-    Statistics over the global batch under tf.distribute, so that a run computes the same on any number of replicas."""
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name, synchronized=True,
+    """PyTorch's BatchNorm: momentum 0.1 (Keras 0.9), eps 1e-5; weights_init draws the scale from N(1, 0.02)."""
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name,
                                      gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
 
 
