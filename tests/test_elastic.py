@@ -66,10 +66,10 @@ def train_on_two_workers(data, run, epochs: int) -> list[str]:
 
 
 def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_data, short_run, tmp_path):
-    """Two workers and two local replicas split each global batch alike (the data, the noise and the batch-norm
-    statistics are global), so the move between them is exact. With another replica count, the discriminator's
-    mismatched pairs (each image with its neighbour's sentence) are formed within each replica's batch, as in the
-    official multi-GPU code, so only the step, the data position and the optimizer state are the unbroken run's."""
+    """Two workers and two local replicas give each replica the same examples and noise (both are drawn over the
+    global batch), so the move between them is exact. With another replica count, the discriminator's mismatched pairs
+    (each image with its neighbour's sentence) are formed within each replica's batch, as in the official multi-GPU
+    code, so only the step, the data position and the optimizer state are the unbroken run's."""
     straight, moved = with_encoders(short_run, tmp_path / "straight"), with_encoders(short_run, tmp_path / "moved")
     train_on_two_workers(shapes_data, moved, epochs=1)
     tests = os.path.dirname(__file__)

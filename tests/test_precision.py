@@ -83,9 +83,9 @@ def test_mixed_precision_runs_train_and_resume_in_another_precision(policies, sh
 
 
 def test_an_xla_compiled_gan_step_computes_what_the_plain_one_does(shapes_data):
-    """The tiny DF-GAN phase from the same seed and batch, with and without jit_compile. XLA draws a different stream
-    from the same tf.random.Generator state (its Philox sampling differs), so the generated images differ; the
-    discriminator terms on real pairs, which the noise does not reach, must agree, and both steps must train."""
+    """The tiny DF-GAN phase from the same seed and batch, with and without jit_compile. The noise is a stateless draw
+    keyed by the step, so both compile the same noise: the discriminator terms on real pairs agree closely, the one on
+    generated images within XLA's fused rounding, and both steps train."""
     from t2ictl import bench
 
     results = []
@@ -99,6 +99,7 @@ def test_an_xla_compiled_gan_step_computes_what_the_plain_one_does(shapes_data):
     (plain, plain_second, plain_moved), (xla, xla_second, xla_moved) = results
     for name in ("d_real", "d_mismatch", "d_ma_gp"):
         assert xla[name] == pytest.approx(plain[name], rel=1e-4, abs=1e-7), name
+    assert xla["d_fake"] == pytest.approx(plain["d_fake"], rel=1e-3)  # 5e-5 apart here
     assert xla.keys() == plain.keys()
     assert np.all(np.isfinite(list(xla.values()) + list(xla_second.values())))
     assert xla_moved > 1e-4 and plain_moved > 1e-4
