@@ -56,6 +56,7 @@ def test_every_option_has_help(command):
     # checked before any data is read or pretraining starts: no data folder exists here
     (["train", "--recipe", "shapes-attngan", "--set", "model.stages=4"], "first stage of at least 8 px"),
     (["train", "--recipe", "shapes-attngan", "--set", "data.extra_sizes=[]"], "add them to data.extra_sizes"),
+    (["bench", "train", "--data", "absent"], "absent holds no prepared data"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
     result = t2ictl(*args, cwd=tmp_path)

@@ -49,12 +49,12 @@ def bench(
     rows = []
     if target is Target.train:
         resolved = common.resolve_recipe(recipe or "shapes", None, overrides, False)
+        images = _train_images(resolved, data)
         m = benchmarks.bench_train(resolved, steps=steps, warmup=warmup, repeats=repeats)
         rows.append(("train step", resolved.model.backbone, m))
         describe = (f"{resolved.data.image_size} px, batch {m.images_per_window // steps} images/step, "
                     f"contrastive {'on' if resolved.contrastive.enabled else 'off'}, {distribute.precision_in_use()}, "
                     f"xla {'on' if resolved.runtime.xla else 'off'}")
-        images = _train_images(resolved, data)
         if images:
             cost = benchmarks.schedule_cost(resolved, m, steps, images)
     elif target is Target.data:
@@ -102,6 +102,9 @@ def _train_images(recipe, data: Optional[Path]) -> int | None:
     from t2ictl import bench as benchmarks
     from t2ictl.data.prepare import MANIFEST, load_manifest
 
+    if data is not None and not (data / MANIFEST).is_file():
+        raise UserError(f"{data} holds no prepared data (no {MANIFEST}); prepare it, or leave out --data to project "
+                        "for the paper split's size")
     folder = data or recipe.data.path
     if (folder / MANIFEST).is_file():
         return load_manifest(folder)["splits"]["train"]["examples"]
