@@ -11,6 +11,8 @@ import typer
 
 from t2ictl import __version__, startup
 from t2ictl.commands.bench import bench
+from t2ictl.commands.evaluator import evaluator
+from t2ictl.commands.experiment import experiment
 from t2ictl.commands.export import export
 from t2ictl.commands.imports import import_app
 from t2ictl.commands.prepare import prepare
@@ -41,6 +43,8 @@ app.command("sample")(sample)
 app.command("export")(export)
 app.command("score")(score)
 app.command("bench")(bench)
+app.command("experiment")(experiment)
+app.command("evaluator")(evaluator)
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(import_app, name="import")
 

@@ -267,11 +267,22 @@ def test_score_a_trained_run(short_run, shapes_data, tiny_inception, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     rows = {r["metric"]: r for r in json.loads((tmp_path / "scores.json").read_text())["results"]}
-    assert set(rows) == {"FID", "IS", "R-precision"} and all(r["n"] == 100 for r in rows.values())
+    consistency = {"shape_accuracy", "colour_accuracy", "both_accuracy"}
+    assert set(rows) == {"FID", "IS", "R-precision"} | consistency
+    assert all(r["n"] == 100 for name, r in rows.items() if name not in consistency)
     fid_value, is_value, r_value = recomputed_scores(short_run, shapes_data, tiny_inception, num=100, batch=50)
     assert rows["FID"]["value"] == pytest.approx(fid_value, rel=1e-4)
     assert rows["IS"]["value"] == pytest.approx(is_value, rel=1e-6)
     assert rows["R-precision"]["value"] == pytest.approx(r_value, abs=1e-9)
+    # caption consistency: the first caption of each of the 64 test images, drawn with seed 0, read back by pixels
+    from t2ictl import runs
+    from t2ictl.evaluation.consistency import agreement, held_out
+
+    sampler, recipe, _ = runs.open_generator(runs.RunDir(short_run.path))
+    captions, _ = held_out(shapes_data, recipe, sampler.vocab, 100)
+    expected = agreement(captions, sampler.sample(captions, per_caption=1, seed=0)[:, 0])
+    for name in consistency:
+        assert rows[name]["n"] == len(captions) == 64 and rows[name]["value"] == expected[name]
 
 
 def recomputed_scores(run, data, inception, num: int, batch: int) -> tuple[float, float, float]:

@@ -59,7 +59,8 @@ def score(
 ) -> None:
     """Compute FID (2048-d Inception pool features, real statistics cached), the Inception Score (10 splits) and
     R-precision (1 true caption among 100, with the pretrained DAMSM encoders) and print them as a table, with the
-    protocol they were measured under."""
+    protocol they were measured under. A run on the embedded data also gets caption consistency (the pixel reader);
+    --inception DATA/evaluator gives an FID there that no run trains against (`t2ictl experiment` fits it)."""
     import numpy as np
 
     from t2ictl.data import pipeline
@@ -113,13 +114,16 @@ def score(
     rows = [_row("FID", fid.frechet_distance(mu, sigma, real_mu, real_sigma), None, count, network.identity,
                  real.name + (" (cached statistics)" if hit else ""))]
     logits = np.concatenate(measured.logits) if classifier is None else measured.concatenated("is_logits")
-    rows.append(_row("IS", *inception_score(logits), count, (classifier or network).identity, "10 splits"))
+    if (classifier or network).exclusive_classes:  # not a multi-label classifier's sigmoid outputs
+        rows.append(_row("IS", *inception_score(logits), count, (classifier or network).identity, "10 splits"))
     if "damsm" in readers:
         r_precision = scoring.encoder_r_precision(damsm.text, damsm.vocab or sampler.vocab,
                                                   damsm.text.input_shape[1],
                                                   measured.concatenated("damsm"), np.concatenate(measured.caption_ids),
                                                   generated.captions, seed)
         rows.append(_row("R-precision", *r_precision, count, "DAMSM", "1 true caption of 100"))
+    if run is not None:
+        rows += _consistency_rows(sampler, run, data, split, min(num, 1000), seed)
     seconds = time.perf_counter() - started
     protocol = scoring.protocol(network, real, count, truncation if images is None else None, seed,
                                 {"run": run, "model": model, "images": images})
@@ -131,6 +135,23 @@ def score(
     if json_out is not None:
         scoring.write_json(json_out, [{**r, "seconds": round(seconds, 1), **({"note": note} if note else {})}
                                       for r in rows], protocol)
+
+
+def _consistency_rows(sampler, run: Path, data: Path, split: str, count: int, seed: int) -> list[dict]:
+    """On the embedded data: the share of images that show what their caption asks (read back pixel by pixel), with
+    the same reader on the real images as the ceiling."""
+    from t2ictl import runs
+    from t2ictl.evaluation.consistency import READERS, shapes_consistency
+
+    recipe = runs.RunDir(run).recipe()
+    if recipe.data.dataset not in READERS:
+        return []
+    from t2ictl.data.prepare import load_manifest
+
+    found = shapes_consistency(sampler, data, recipe, sampler.vocab, count=count, seed=seed, split=split)
+    read = min(count, load_manifest(data)["splits"][split]["examples"])  # the first caption of each image
+    return [_row(name, value, None, read, "pixel reader", "real images: " + f"{found['real_' + name]:.3f}")
+            for name, value in found.items() if not name.startswith("real_")]
 
 
 def _row(metric: str, value: float, std: float | None, n: int, network: str, against: str) -> dict:

@@ -1,16 +1,18 @@
 """The Inception-v3 network that FID and the Inception Score read images with.
 
-Four sources, one contract (uint8 images [B, H, W, 3] in, float32 2048-d pool features and class logits out), in two
+Five sources, one contract (uint8 images [B, H, W, 3] in, float32 pool features and class logits out), in two
 FID modes that the literature mixes up (the same images differ by up to 10 FID points between them):
 - "TF FID": a TF-Hub handle or URL (default: the TF-GAN evaluation Inception that TF-GAN's FID uses), or a local hub /
   SavedModel folder, called with float32 images in [-1, 1] at 299x299 and returning `pool_3` and `logits`;
 - "PyTorch FID": pytorch-fid's FID Inception weights (`pt_inception-2015-12-05-6726825d.pth`, the network DF-GAN,
   GALIP and most PyTorch papers report with), run by `models/torch_inception.py` as pytorch-fid runs them;
+- the embedded data's evaluation classifier (a folder DATA/evaluator/, see shapes_network.py): its 128-d features and
+  its class logits, an FID of its own that compares only runs on the same embedded data;
 - a Keras InceptionV3 weights file (`.h5` / `.weights.h5`, as `keras.applications.InceptionV3` saves it with its top):
   the 2048-d `avg_pool` features and the `predictions` layer's logits (before its softmax), neither FID of the papers.
-Every image is resized to 299x299 with bilinear interpolation, half-pixel centres and no antialiasing (what
-`tf.image.resize` does, and what pytorch-fid's F.interpolate(mode='bilinear', align_corners=False) does), then scaled
-to [-1, 1], which is both networks' preprocessing.
+Every image but the classifier's is resized to 299x299 with bilinear interpolation, half-pixel centres and no
+antialiasing (what `tf.image.resize` does, and what pytorch-fid's F.interpolate(mode='bilinear', align_corners=False)
+does), then scaled to [-1, 1], which is both networks' preprocessing.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tensorflow as tf
 
 from t2ictl import fileio
 from t2ictl.errors import UserError
+from t2ictl.evaluation import shapes_network
 
 DEFAULT_HANDLE = "https://tfhub.dev/tensorflow/tfgan/eval/inception/1"
 INPUT_SIZE = 299
@@ -41,12 +44,16 @@ class InceptionNetwork:
     """Callable: uint8 images -> (pool features [B, 2048], logits [B, classes]), both float32."""
 
     def __init__(self, forward, identity: str, mode: str = "TF FID", weights_sha256: str | None = None,
-                 model=None):
+                 model=None, pool_dim: int = POOL_DIM, prepare=preprocess, exclusive_classes: bool = True,
+                 resize: str = "bilinear to 299, half-pixel centres, no antialias (as pytorch-fid), then [-1, 1]"):
         self.identity = identity  # names the network in the statistics cache key
         self.model = model  # the Keras model inside, where there is one
-        self.mode = mode  # "TF FID", "PyTorch FID" or "Keras InceptionV3": which published FIDs compare
+        self.mode = mode  # "TF FID", "PyTorch FID", "Keras InceptionV3" or "shapes classifier": which FIDs compare
         self.weights_sha256 = weights_sha256  # of the weights file, where one was given
-        self._plain = lambda images: forward(preprocess(images))
+        self.pool_dim = pool_dim
+        self.resize = resize  # the preprocessing, for the protocol
+        self.exclusive_classes = exclusive_classes  # one class per image, so that the Inception Score applies
+        self._plain = lambda images: forward(prepare(images))
         self._compiled = tf.function(self._plain, reduce_retracing=True)
 
     def __call__(self, images) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +77,8 @@ def load_network(spec: str | None = None) -> InceptionNetwork:
         folder = Path(spec)
         if not folder.is_dir():
             raise UserError(f"--inception {spec}: no such folder or .h5 file")
+        if shapes_network.is_evaluator(folder):
+            return _shapes_network(folder)
         digest = _digest(folder / "saved_model.pb")
         return _hub_network(str(folder), f"saved_model:{digest[:16]}", digest)
     return _hub_network(spec, spec)
@@ -145,6 +154,17 @@ def keras_model_network(model, identity: str, weights_sha256: str | None = None)
         return pool, tf.matmul(pool, kernel) + bias
 
     return InceptionNetwork(forward, identity, "Keras InceptionV3", weights_sha256)
+
+
+def _shapes_network(folder: Path) -> InceptionNetwork:
+    """The embedded data's evaluation classifier (evaluation/shapes_network.py), at its own input size."""
+    forward, info = shapes_network.load(folder)
+    return InceptionNetwork(forward, f"shapes-classifier:{info['sha256'][:16]}", "shapes classifier",
+                            info["sha256"], pool_dim=shapes_network.FEATURES,
+                            prepare=lambda images: tf.cast(images, tf.float32) / 127.5 - 1.0,
+                            exclusive_classes=not info["multi_label"],
+                            resize=f"bilinear with antialias to {shapes_network.IMAGE_SIZE} (the classifier's size), "
+                                   "then [-1, 1]")
 
 
 def _digest(path: Path) -> str:

@@ -106,7 +106,7 @@ def measure(network: InceptionNetwork, side: GeneratedSide, label: str, keep_log
     """One pass over the images: Inception pool statistics, logits if kept, and the rows of each extra reader (the
     DAMSM image encoder, a separate IS classifier), so no image has to be held in memory."""
     readers = readers or {}
-    measured = Measured(fid.FeatureStatistics(POOL_DIM), read={name: [] for name in readers})
+    measured = Measured(fid.FeatureStatistics(network.pool_dim), read={name: [] for name in readers})
     with progress(transient=True) as bar:
         task = bar.add_task(label, total=side.count, unit="img", status="")
         for images, ids in side.batches:
@@ -308,7 +308,7 @@ def protocol(network: InceptionNetwork, real: RealSide, count: int, truncation: 
 
     source = next(({"kind": k, "path": str(Path(v).resolve())} for k, v in generated.items() if v is not None), {})
     return {"fid_mode": network.mode, "network": network.identity, "network_sha256": network.weights_sha256,
-            "resize": stats_cache.RESIZE_DESCRIPTION, "real": real.record(), "generated": source, "n": count,
+            "resize": network.resize, "real": real.record(), "generated": source, "n": count,
             "truncation": truncation, "seed": seed, "t2ictl": __version__}
 
 

@@ -17,7 +17,6 @@ import numpy as np
 from t2ictl import fileio
 
 RESIZE_RULE = "bilinear-half-pixel-299-v1"  # part of every key: a change to preprocessing invalidates the cache
-RESIZE_DESCRIPTION = "bilinear to 299, half-pixel centres, no antialias (as pytorch-fid), then [-1, 1]"
 
 
 def default_folder() -> Path:

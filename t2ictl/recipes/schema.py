@@ -17,6 +17,7 @@ from t2ictl.models.backbones.base import BackboneConfig
 MULTI_LABEL_RULES = ("any", "exact", "jaccard")
 STRATEGIES = ("default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+LABEL_LOSSES = ("supcon", "unicl", "classifier")
 
 
 @dataclass
@@ -63,6 +64,11 @@ class ContrastiveConfig:
     pretrain_features: str = "both"  # pool of phase 1: image | text | both (image-image, text-text, image-text pairs)
     gan_temperature: float = 0.5  # phase 2, on generated-image features: Ye et al. 2021 used 0.5
     gan_weight: float = 0.2  # lambda of phase 2: Ye et al. 2021 used about 0.2
+    # The label-guided loss of both phases: supcon (the paper's) | unicl (image-text pairs sharing a label, UniCL) |
+    # classifier (cross-entropy of a linear label head on the same features): the paper's ablations
+    loss: str = "supcon"
+    gan_features: str = "generated"  # phase 2's pool: generated | generated_and_real (real images' features too)
+    shared_noise: bool = False  # the two branches draw the same noise z row by row (T2I_CL does), else each its own
 
     def validate(self) -> None:
         for key in ("pretrain_temperature", "gan_temperature"):
@@ -73,6 +79,8 @@ class ContrastiveConfig:
                 raise ValueError(f"{key}: must be >= 0, got {getattr(self, key)}")
         _choice("multi_label_rule", self.multi_label_rule, MULTI_LABEL_RULES)
         _choice("pretrain_features", self.pretrain_features, ("image", "text", "both"))
+        _choice("loss", self.loss, LABEL_LOSSES)
+        _choice("gan_features", self.gan_features, ("generated", "generated_and_real"))
 
 
 @dataclass

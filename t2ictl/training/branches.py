@@ -15,6 +15,8 @@ import tensorflow as tf
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.losses import supcon
+from t2ictl.losses.label_classifier import label_classifier_loss
+from t2ictl.losses.unicl import unicl_loss
 from t2ictl.recipes import Recipe
 from t2ictl.training import distribute
 
@@ -54,6 +56,34 @@ def contrastive_loss(features, merged: dict, recipe: Recipe, multi_label: bool, 
     example_keys = distribute.gather(tf.concat([merged["example_key"]] * groups, axis=0))
     return supcon.supcon_from_labels(distribute.gather(features), labels, temperature,
                                      rule=recipe.contrastive.multi_label_rule, example_index=example_keys)
+
+
+def image_text_loss(image_features, text_features, merged: dict, recipe: Recipe, multi_label: bool,
+                    temperature: float, groups: int = 1):
+    """The UniCL-style loss of rows (image i, text i), in `groups` blocks of the merged batch's rows, positives from
+    the labels; gathered over replicas as SupCon is."""
+    labels = merged["labels"] if multi_label else merged["class_id"]
+    labels = distribute.gather(tf.concat([labels] * groups, axis=0))
+    example_keys = distribute.gather(tf.concat([merged["example_key"]] * groups, axis=0))
+    weights = supcon.positive_weights(labels, recipe.contrastive.multi_label_rule, example_keys)
+    return unicl_loss(distribute.gather(image_features), distribute.gather(text_features), weights, temperature)
+
+
+def classifier_loss(head, features, merged: dict, multi_label: bool, groups: int = 1):
+    """Cross-entropy of the label head on `features` (`groups` blocks of the merged batch's rows); a mean over rows,
+    so each replica's share averages to the global one."""
+    class_ids = tf.concat([merged["class_id"]] * groups, axis=0)
+    labels = tf.concat([merged["labels"]] * groups, axis=0)
+    return label_classifier_loss(head(features), class_ids, labels, multi_label)
+
+
+def label_head(classes: int, feature_dim: int, name: str):
+    """The linear label head of contrastive.loss = "classifier", built."""
+    import keras
+
+    head = keras.layers.Dense(classes, name=name)
+    head.build((None, feature_dim))
+    return head
 
 
 def dataset_fn(data_dir: Path, recipe: Recipe, vocab: Vocabulary):

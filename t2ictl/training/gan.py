@@ -50,14 +50,31 @@ class GANPhase(Phase):
                             f"{self.encoders_dir} have none; import them with --image-encoder")
         self.backbone.build()
         self.generator = self.backbone.generator
-        self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone)
+        self.label_head = None
+        if self.paired and self.recipe.contrastive.loss == "classifier":
+            self.label_head = branches.label_head(len(self.manifest["classes"]), info["text_dim"], "gan_label_head")
+        self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone, self.head_variables)
         self.ema_generator = self.backbone.build_generator()
         self.ema_generator.set_weights(self.generator.get_weights())
         self.sizes = sorted(self.recipe.model.image_sizes(self.recipe.data.image_size))
 
+    @property
+    def head_variables(self) -> list:
+        """The label head of contrastive.loss = "classifier", trained beside the discriminator."""
+        return [] if self.label_head is None else self.label_head.trainable_variables
+
     def trackables(self) -> dict:
+        heads = {} if self.label_head is None else {"label_head": self.label_head}
         return {**self.backbone.trackables(), "g_optimizer": self.g_optimizer, "d_optimizer": self.d_optimizer,
-                "ema_generator": self.ema_generator}
+                "ema_generator": self.ema_generator, **heads}
+
+    def draw_noise(self, count):
+        """This replica's noise for the merged rows [A; B]; with contrastive.shared_noise, B's rows repeat A's."""
+        seed, dim = self.recipe.runtime.seed, self.backbone.noise_dim
+        if not (self.paired and self.recipe.contrastive.shared_noise):
+            return distribute.global_normal(tf.stack([count, dim]), seed, self.step)
+        half = distribute.global_normal(tf.stack([count // 2, dim]), seed, self.step)
+        return tf.concat([half, half], axis=0)
 
     def train_step(self, batch) -> dict:
         merged = branches.merge_branches(batch, self.paired)
@@ -65,36 +82,43 @@ class GANPhase(Phase):
         real = {size: merged["image" if size == self.recipe.data.image_size else f"image_{size}"]
                 for size in self.sizes}
         count = tf.shape(merged["tokens"])[0]
-        noise = distribute.global_normal(tf.stack([count, self.backbone.noise_dim]), self.recipe.runtime.seed,
-                                         self.step)
+        noise = self.draw_noise(count)
         class_ids = merged["class_id"]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         g_vars = self.generator.trainable_variables
+        real_features = self.real_features(real[self.recipe.data.image_size])
         with tf.GradientTape() as g_tape:
             generated = self.generator(text.generator_inputs(noise), training=True)
             with g_tape.stop_recording():
-                d_terms = self.discriminator_step(real, generated["images"], text, replicas)
+                d_terms = self.discriminator_step(real, generated["images"], text, replicas, real_features, merged)
             g_terms = self.backbone.generator_loss(generated, text, class_ids)
             total = g_terms["loss"]
             if self.paired:
-                g_terms["supcon"] = self.contrastive_loss(generated["images"][-1], merged)
-                total += self.recipe.contrastive.gan_weight * g_terms["supcon"]
+                name = self.recipe.contrastive.loss
+                g_terms[name] = self.contrastive_loss(generated["images"][-1], merged, text, real_features)
+                total += self.recipe.contrastive.gan_weight * g_terms[name]
             if self.recipe.train.mode_seeking_weight > 0:
                 g_terms["mode_seeking"] = self.mode_seeking_term(text, noise, generated["images"][-1])
                 total += self.recipe.train.mode_seeking_weight * g_terms["mode_seeking"]
             scaled = self.g_optimizer.scale_loss(total / replicas)
         grads = g_tape.gradient(scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
-        report = {f"g_{k}" if k not in ("supcon", "mode_seeking") else k: v for k, v in g_terms.items()}
+        report = {f"g_{k}" if k not in ("supcon", "unicl", "classifier", "mode_seeking") else k: v
+                  for k, v in g_terms.items()}
         report["g_total"] = total
         report.update({f"d_{k}": v for k, v in d_terms.items()})
         return report
 
-    def discriminator_step(self, real, fake_images, text, replicas) -> dict:
-        d_vars = self.backbone.discriminator_variables
+    def discriminator_step(self, real, fake_images, text, replicas, real_features=None, merged=None) -> dict:
+        d_vars = self.backbone.discriminator_variables + self.head_variables
         with tf.GradientTape() as d_tape:
             terms = self.backbone.discriminator_loss(real, [tf.stop_gradient(x) for x in fake_images], text)
-            scaled = self.d_optimizer.scale_loss(terms["loss"] / replicas)
+            total = terms["loss"]
+            if self.label_head is not None:  # the head learns the labels from real images, as AC-GAN's classifier
+                terms["label_head"] = branches.classifier_loss(self.label_head, real_features, merged,
+                                                               self.multi_label)
+                total += terms["label_head"]
+            scaled = self.d_optimizer.scale_loss(total / replicas)
         grads = d_tape.gradient(scaled, d_vars)
         self.d_optimizer.apply_gradients(zip(grads, d_vars))
         return terms
@@ -107,15 +131,35 @@ class GANPhase(Phase):
         again = self.generator(again_text.generator_inputs(again_noise), training=True)["images"][-1]
         return mode_seeking_loss(images[::4], again, noise[::4], again_noise)
 
-    def contrastive_loss(self, images, merged) -> tf.Tensor:
-        """SupCon over the frozen pretrained image encoder's features of the generated images: the DAMSM encoder's,
-        else the backbone's own (GALIP imported with its CLIP)."""
+    def image_features(self, images) -> tf.Tensor:
+        """The frozen pretrained image encoder's features: the DAMSM encoder's, else the backbone's own (GALIP
+        imported with its CLIP)."""
         if self.encoders.image is not None:
-            features = self.encoders.image(images, training=False)["global"]
-        else:
-            features = self.backbone.image_embedding(images)
-        return branches.contrastive_loss(features, merged, self.recipe, self.multi_label,
-                                         self.recipe.contrastive.gan_temperature)
+            return self.encoders.image(images, training=False)["global"]
+        return self.backbone.image_embedding(images)
+
+    def real_features(self, images):
+        """The real images' features where the framework reads them (gan_features, the classifier's head)."""
+        config = self.recipe.contrastive
+        if self.paired and (config.gan_features == "generated_and_real" or config.loss == "classifier"):
+            return tf.stop_gradient(self.image_features(images))
+        return None
+
+    def contrastive_loss(self, images, merged, text: TextFeatures, real_features) -> tf.Tensor:
+        """contrastive.loss over the generated images' features (and the real ones', with generated_and_real)."""
+        config = self.recipe.contrastive
+        features = self.image_features(images)
+        if config.loss == "classifier":
+            return branches.classifier_loss(self.label_head, features, merged, self.multi_label)
+        groups = 2 if config.gan_features == "generated_and_real" else 1
+        if groups == 2:
+            features = tf.concat([features, tf.cast(real_features, features.dtype)], axis=0)
+        if config.loss == "unicl":
+            sentences = tf.concat([tf.cast(text.sentence, features.dtype)] * groups, axis=0)
+            return branches.image_text_loss(features, sentences, merged, self.recipe, self.multi_label,
+                                            config.gan_temperature, groups=groups)
+        return branches.contrastive_loss(features, merged, self.recipe, self.multi_label, config.gan_temperature,
+                                         groups=groups)
 
     def after_step(self) -> None:
         # warm-up as tf.train.ExponentialMovingAverage with num_updates: min(decay, (1 + n) / (10 + n)), so the
@@ -153,13 +197,14 @@ class GANPhase(Phase):
         pass  # the EMA generator lives in the checkpoint; `t2ictl export` writes the servable model
 
 
-def build_optimizers(backbone: backbones.Backbone) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
+def build_optimizers(backbone: backbones.Backbone, extra_d_variables: list | None = None
+                     ) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
     """The generator's and the discriminators' Adam, as the backbone sets them, wrapped for loss scaling under a
     float16 policy, and built now so that a restore finds every variable (a loss-scale wrapper has its own)."""
     g_settings, d_settings = backbone.optimizer_settings()
     g_optimizer, d_optimizer = _adam(g_settings, "g_adam"), _adam(d_settings, "d_adam")
     g_optimizer.build(backbone.generator.trainable_variables)
-    d_optimizer.build(backbone.discriminator_variables)
+    d_optimizer.build(backbone.discriminator_variables + (extra_d_variables or []))
     return g_optimizer, d_optimizer
 
 

@@ -67,12 +67,22 @@ class PretrainPhase(Phase):
                                                  c.image_weights, train_trunk, c.small_trunk_width)
         if c.init:
             self.start_from(Path(c.init))
+        self.label_head = None
+        if self.paired and self.recipe.contrastive.loss == "classifier":
+            self.label_head = branches.label_head(len(self.manifest["classes"]), c.text_dim, "label_head")
         schedule = EpochDecay(c.learning_rate, c.lr_decay, self.steps_per_epoch)
         self.optimizer = distribute.optimizer(keras.optimizers.Adam(schedule, beta_1=c.beta_1, beta_2=c.beta_2))
-        self.optimizer.build(self.text_encoder.trainable_variables + self.image_encoder.trainable_variables)
+        self.optimizer.build(self.text_encoder.trainable_variables + self.image_encoder.trainable_variables
+                             + self.head_variables)
+
+    @property
+    def head_variables(self) -> list:
+        return [] if self.label_head is None else self.label_head.trainable_variables
 
     def trackables(self) -> dict:
-        return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder, "optimizer": self.optimizer}
+        heads = {} if self.label_head is None else {"label_head": self.label_head}
+        return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder, "optimizer": self.optimizer,
+                **heads}
 
     def start_from(self, path: Path) -> None:
         """Weights of the encoders in `path` (a calibrated text encoder's Rescaling layers hold none)."""
@@ -98,30 +108,40 @@ class PretrainPhase(Phase):
         terms = {"word": word0 + word1, "sentence": sent0 + sent1}
         total = terms["word"] + terms["sentence"]
         if self.paired:
-            terms["supcon"] = self.contrastive_loss(image["global"], text["sentence"], batch)
-            total += self.recipe.contrastive.pretrain_weight * terms["supcon"]
+            name = self.recipe.contrastive.loss
+            terms[name] = self.contrastive_loss(image["global"], text["sentence"], batch)
+            total += self.recipe.contrastive.pretrain_weight * terms[name]
         terms["loss"] = total
         return terms
 
     def contrastive_loss(self, image_features, sentence_features, batch):
+        """contrastive.loss over the phase-1 features: SupCon or the label head over the pretrain_features pool, or
+        the UniCL-style loss over the image-sentence pairs."""
+        config = self.recipe.contrastive
+        if config.loss == "unicl":
+            return branches.image_text_loss(image_features, sentence_features, batch, self.recipe, self.multi_label,
+                                            config.pretrain_temperature)
         pools = {"image": [image_features], "text": [sentence_features],
-                 "both": [image_features, sentence_features]}[self.recipe.contrastive.pretrain_features]
+                 "both": [image_features, sentence_features]}[config.pretrain_features]
+        if config.loss == "classifier":
+            return branches.classifier_loss(self.label_head, tf.concat(pools, axis=0), batch, self.multi_label,
+                                            groups=len(pools))
         return branches.contrastive_loss(tf.concat(pools, axis=0), batch, self.recipe, self.multi_label,
-                                         self.recipe.contrastive.pretrain_temperature, groups=len(pools))
+                                         config.pretrain_temperature, groups=len(pools))
 
     def train_step(self, batch) -> dict:
         merged = branches.merge_branches(batch, self.paired)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         text_vars = self.text_encoder.trainable_variables
-        image_vars = self.image_encoder.trainable_variables
+        other_vars = self.image_encoder.trainable_variables + self.head_variables
         with tf.GradientTape() as tape:
             terms = self.losses(merged, training=True)
             scaled = self.optimizer.scale_loss(terms["loss"] / replicas)
-        grads = tape.gradient(scaled, text_vars + image_vars)
+        grads = tape.gradient(scaled, text_vars + other_vars)
         # Clipping scaled gradients at a threshold scaled alike equals clipping the true ones (loss scaling).
         threshold = self.config.text_grad_clip * self.optimizer.scale_loss(tf.constant(1.0))
         text_grads, _ = tf.clip_by_global_norm(grads[: len(text_vars)], threshold)
-        self.optimizer.apply_gradients(zip(list(text_grads) + grads[len(text_vars):], text_vars + image_vars))
+        self.optimizer.apply_gradients(zip(list(text_grads) + grads[len(text_vars):], text_vars + other_vars))
         return terms
 
     # -- evaluation --------------------------------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""What an experiment shows: every finished run's scores gathered into results.json, a table per metric (mean ± std
+over seeds, change against the first arm, paired t-test and its 95% interval), the same as Markdown, and a chart."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from t2ictl import fileio, recipes
+from t2ictl.experiment import chart
+from t2ictl.experiment.grid import Grid, pretrain_folder, run_folder
+from t2ictl.experiment.runner import SCORE_FILE
+from t2ictl.experiment.statistics import paired, smallest_detectable, summarize
+
+LOWER_IS_BETTER = {"FID"}
+RESULTS = "results.json"
+
+
+def collect(grid: Grid, out: Path) -> list[dict]:
+    """One record per finished run (scored): arm, seed, metrics, and the full protocol it ran under."""
+    records = []
+    for run in grid.runs:
+        folder = run_folder(out, run)
+        if not (folder / SCORE_FILE).exists():
+            continue
+        scored = json.loads((folder / SCORE_FILE).read_text())
+        records.append({
+            "arm": run.arm.index, "arm_name": run.arm.name, "seed": run.seed, "run_dir": str(folder),
+            "pretrain_dir": str(pretrain_folder(out, run)), "images_per_step": run.images_per_step,
+            "metrics": {row["metric"]: row["value"] for row in scored["results"]},
+            "score_protocol": scored.get("protocol", {}),
+            "recipe": recipes.recipe_to_dict(recipes.load_recipe(str(folder / "recipe.toml"))),
+        })
+    return records
+
+
+def metric_names(records: list[dict]) -> list[str]:
+    names: list[str] = []
+    for record in records:
+        names += [name for name in record["metrics"] if name not in names]
+    return names
+
+
+def arm_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
+    """Rows per arm: the summary over seeds and the paired comparison with arm 1."""
+    by_arm = {arm.index: {r["seed"]: r["metrics"][metric] for r in records
+                          if r["arm"] == arm.index and metric in r["metrics"]} for arm in grid.arms}
+    baseline = by_arm[grid.arms[0].index]
+    rows = []
+    for arm in grid.arms:
+        values = by_arm[arm.index]
+        if not values:
+            continue
+        row = {"arm": arm.index, "name": arm.name, "values": values, "summary": summarize(list(values.values()))}
+        row["paired"] = paired(values, baseline) if arm.index != grid.arms[0].index else None
+        rows.append(row)
+    return rows
+
+
+def budget_line(grid: Grid, steps: dict[int, int]) -> str:
+    images = sorted({run.images_per_step for run in grid.runs})
+    step_counts = sorted(set(steps.values()))
+    per_step = " / ".join(str(i) for i in images)
+    counted = " / ".join(str(s) for s in step_counts) if step_counts else "?"
+    return (f"equal budget: {per_step} images per step in every arm (framework on: B + B label-paired; off: one "
+            f"batch of 2B), {counted} GAN steps per run")
+
+
+def text_rows(rows: list[dict], names: bool = True) -> list[list[str]]:
+    table = []
+    for row in rows:
+        s, p = row["summary"], row["paired"]
+        spread = "" if math.isnan(s.std) else f" ± {s.std:.2g}"
+        if p is None:
+            change = interval = p_text = "(baseline)"
+        else:
+            change = f"{p.relative:+.1%}" if not math.isnan(p.relative) else f"{p.difference:+.4g}"
+            interval = "" if math.isnan(p.low) else f"[{p.low:+.4g}, {p.high:+.4g}]"
+            p_text = "" if math.isnan(p.p_value) else f"{p.p_value:.3f}"
+        arm = f"{row['arm']}: {row['name']}" if names else str(row["arm"])
+        table.append([arm, str(s.n), f"{s.mean:.4g}{spread}", change, interval, p_text])
+    return table
+
+
+COLUMNS = ["arm", "seeds", "mean ± std", "vs arm 1", "95% CI of the difference", "p (paired t)"]
+
+
+def caveat(seeds: int) -> str:
+    if seeds < 2:
+        return "one seed: no spread and no test; nothing here separates an effect from chance"
+    return (f"{seeds} seeds: the paired t-test has {seeds - 1} degree(s) of freedom, so only a mean difference "
+            f"{smallest_detectable(seeds):.1f} standard errors from zero reaches p < 0.05; a p above that says "
+            "little either way")
+
+
+def markdown(grid: Grid, records: list[dict], budget: str) -> str:
+    lines = [f"# Experiment: recipe {grid.recipe}, seeds {', '.join(map(str, grid.seeds))}", "", budget, "",
+             caveat(len(grid.seeds)), ""]
+    for metric in metric_names(records):
+        direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        lines += [f"## {metric} ({direction})", "", "| " + " | ".join(COLUMNS) + " |",
+                  "|" + " --- |" * len(COLUMNS)]
+        lines += ["| " + " | ".join(row) + " |" for row in text_rows(arm_table(grid, records, metric))]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def gan_steps(records: list[dict], out: Path) -> dict[int, int]:
+    """The GAN steps each finished run took (its latest checkpoint's step), by arm."""
+    import tensorflow as tf
+
+    steps = {}
+    for record in records:
+        latest = tf.train.latest_checkpoint(str(Path(record["run_dir"]) / "checkpoints" / "train"))
+        if latest:
+            steps[record["arm"]] = int(latest.rsplit("-", 1)[-1])
+    return steps
+
+
+def write(grid: Grid, records: list[dict], out: Path, setup: dict) -> dict:
+    """results.json, results.md and results.png in `out`; returns what was written."""
+    out = Path(out)
+    budget = budget_line(grid, gan_steps(records, out))
+    summary = {metric: [{"arm": row["arm"], "name": row["name"], "mean": row["summary"].mean,
+                         "std": row["summary"].std, "n": row["summary"].n,
+                         "paired_vs_arm_1": None if row["paired"] is None else vars(row["paired"])}
+                        for row in arm_table(grid, records, metric)] for metric in metric_names(records)}
+    fileio.write_json(out / RESULTS, {"experiment": {**setup, "budget": budget,
+                                                     "arms": [{"arm": a.index, "overrides": list(a.overrides)}
+                                                              for a in grid.arms]},
+                                      "summary": summary, "runs": records,
+                                      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    fileio.write_text(out / "results.md", markdown(grid, records, budget))
+    panels = [(metric, [(f"{row['arm']}", list(row["values"].values())) for row in arm_table(grid, records, metric)])
+              for metric in metric_names(records)]
+    if panels:
+        chart.write_chart(out / "results.png", panels, f"{grid.recipe}: arms 1-{len(grid.arms)}, seeds as points")
+    return {"budget": budget, "summary": summary}
