@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "score", "bench", "recipes", "import"]
+COMMANDS = ["prepare", "pretrain", "train", "sample", "export", "score", "bench", "experiment", "evaluator", "recipes",
+            "import"]
 
 
 def t2ictl(*args, cwd=None):
@@ -57,6 +58,11 @@ def test_every_option_has_help(command):
     (["train", "--recipe", "shapes-attngan", "--set", "model.stages=4"], "first stage of at least 8 px"),
     (["train", "--recipe", "shapes-attngan", "--set", "data.extra_sizes=[]"], "add them to data.extra_sizes"),
     (["bench", "train", "--data", "absent"], "absent holds no prepared data"),
+    (["experiment", "--recipe", "shapes", "--out", "x", "--vary", "contrastive.enabled"], "section.key=V1,V2"),
+    (["experiment", "--recipe", "shapes", "--out", "x", "--vary", "train.bogus=1,2"], "unknown key train.bogus"),
+    (["experiment", "--recipe", "shapes", "--out", "x", "--only", "3/2"], "--only '3/2'"),
+    (["experiment", "--recipe", "shapes", "--out", "x", "--data", "absent"], "absent does not exist"),
+    (["evaluator", "--data", "absent"], "absent"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
     result = t2ictl(*args, cwd=tmp_path)

@@ -21,6 +21,7 @@ FLOORS = [  # lowest first
     {"training"},
     {"interop"},
     {"bench"},
+    {"experiment"},
     {"commands"},
     {"cli"},
     {"__main__"},

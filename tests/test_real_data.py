@@ -369,13 +369,13 @@ def test_cub_mini_as_a_users_folder_retrieves_held_out_images_above_chance(cub, 
     run_cli("prepare", "folder", "--source", str(root), "--out", str(data), "--test-fraction", "0.2")
     assert json.loads((data / "manifest.json").read_text())["splits"]["test"]["examples"] == 56
     # pretraining only: the GAN, sampling, export and score on real images are the test above's
-    settings = [*SHORT_64PX, "pretrain.epochs=30", "pretrain.small_trunk_width=32", "data.random_flip=true"]
+    settings = [*SHORT_64PX, "pretrain.epochs=20", "pretrain.small_trunk_width=32", "data.random_flip=true"]
     run_cli("pretrain", "--recipe", "folder", "--data", str(data), "--run-dir", str(run),
             *[a for item in settings for a in ("--set", item)])
     from t2ictl.runs import RunDir
 
     ranks, count = caption_ranks(RunDir(run), data, "test")
-    assert below_chance(ranks, count) > 3, (ranks.mean(), count)  # 6.9 here at 30 epochs, 4.5 at 20
+    assert below_chance(ranks, count) > 3, (ranks.mean(), count)  # 4.5 here at 20 epochs (6.9 at 30)
 
 
 @pytest.mark.slow

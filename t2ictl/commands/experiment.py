@@ -28,7 +28,8 @@ def experiment(
     only: Optional[str] = typer.Option(None, "--only", help="Run slice I/N of the grid's runs (I from 1) into the "
                                        "shared --out, so N machines or cluster jobs split it; slices that share a "
                                        "pretraining take turns on it."),
-    plan: bool = typer.Option(False, "--plan", help="Print the commands of the grid (this slice's) and stop."),
+    plan: bool = typer.Option(False, "--plan", help="Print the commands of the grid (this slice's), finished ones "
+                              "marked '# done', and stop."),
     num: int = typer.Option(2000, "--num", min=10, help="Generated images per run for the scores (FID, IS, "
                             "R-precision; caption consistency reads up to 1,000)."),
     inception: Optional[str] = typer.Option(None, "--inception", help="The FID network for every run, in any "
@@ -58,7 +59,8 @@ def experiment(
              "inception": scoring.inception, "encoders": str(scoring.encoders or "")}
     if plan:
         for step in steps:
-            console.print(runner.shell_line(step), markup=False, soft_wrap=True)
+            console.print(runner.shell_line(step) + ("  # done" if step.done() else ""), markup=False,
+                          soft_wrap=True)
         return
     _keep_setup(out, fixed)
     console.print(f"experiment: {len(grid.arms)} arm(s) x {len(grid.seeds)} seed(s)"

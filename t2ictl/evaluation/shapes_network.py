@@ -64,7 +64,7 @@ def fit(data_dir: Path, target: Path, epochs: int = 30, batch_size: int = 64) ->
     head = keras.Model(model.input, model.output["logits"])
     head.compile(keras.optimizers.Adam(1e-3), keras.losses.BinaryCrossentropy(from_logits=True))
     steps = -(-manifest["splits"]["train"]["examples"] // batch_size)
-    head.fit(train, epochs=epochs, steps_per_epoch=steps, verbose=0)
+    head.fit(train, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0)
     right = total = 0
     for images, labels in _labelled_images(data_dir, "test", 256):
         predicted = model(images, training=False)["logits"].numpy() > 0
