@@ -137,6 +137,10 @@ def _check_same_recipe(run: RunDir, recipe: recipes.Recipe) -> None:
     refused = [k for k in changed if k not in RESUMABLE_CHANGES and k not in LAYOUT_CHANGES]
     if refused:
         key = refused[0]
+        if key == "data.batch_size":  # the one a user moving to more devices may reach for
+            raise UserError(f"cannot resume {run.path} with data.batch_size = {after[key]} (was {before[key]}): the "
+                            "global batch fixes the data order and an epoch's steps, so it stays in every layout, "
+                            "split over the replicas; keeping the per-replica batch on more devices is a new run")
         raise UserError(f"cannot resume {run.path} with a different recipe: {key} was {before.get(key)!r}, now "
                         f"{after.get(key)!r}")
     for key in (k for k in changed if k in LAYOUT_CHANGES):

@@ -89,7 +89,9 @@ def free_ports(count):
     return ports
 
 
-def test_pretrain_on_two_mirrored_cpu_devices(shapes_data, tmp_path):
+def test_pretrain_on_two_mirrored_cpu_devices_then_moves_to_one(shapes_data, tmp_path):
+    """A pretraining run on two logical CPUs resumed on one device: the step and Adam's state go on; resumed with
+    another global batch, it is refused with the reason."""
     script = textwrap.dedent("""
         import sys, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -98,11 +100,20 @@ def test_pretrain_on_two_mirrored_cpu_devices(shapes_data, tmp_path):
         main(sys.argv[1:])
     """)
     args = ["pretrain", "--recipe", "shapes", "--data", str(shapes_data), "--run-dir", str(tmp_path / "run"),
-            "--strategy", "mirrored", *sum((["--set", s] for s in TINY + ["pretrain.epochs=1"]), [])]
-    result = python(script, *args)
+            *sum((["--set", s] for s in TINY), [])]
+    result = python(script, *args, "--strategy", "mirrored", "--set", "pretrain.epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replicas" in result.stdout or "replicas: 2" in result.stdout, result.stdout[-2000:]
     assert (tmp_path / "run" / "encoders" / "encoders.json").exists()
+    moved = python(script, *args, "--strategy", "default", "--set", "pretrain.epochs=2", "--resume")
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    out = " ".join(moved.stdout.split())
+    assert "resuming with runtime.strategy = 'default' (was 'mirrored')" in out and "replicas: 1" in out
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints" / "pretrain")))
+    name = next(n for n in reader.get_variable_to_shape_map() if n.startswith("optimizer/") and "iterations" in n)
+    assert int(reader.get_tensor(name)) == 2 * 8  # two epochs of 8 steps (256 images, 16 + 16 a step)
+    refused = python(script, *args, "--set", "data.batch_size=8", "--set", "pretrain.epochs=3", "--resume")
+    assert refused.returncode == 2 and "split over the replicas" in refused.stderr.splitlines()[-1]
 
 
 def run_two_workers(shapes_data, run_dirs, *settings, resume=False, succeed=True) -> list[str]:

@@ -251,3 +251,29 @@ def test_an_experiment_killed_at_a_random_point_finishes_with_the_same_results(f
     for key in expected:
         for metric, value in expected[key].items():
             assert got[key][metric] == pytest.approx(value, rel=1e-4, abs=1e-6), (f"kill seed {seed}", key, metric)
+
+
+def test_the_evaluation_classifier_scores_as_an_inception_network_of_its_own(tiny_data):
+    from t2ictl.data import pipeline
+    from t2ictl.evaluation import fid, shapes_network
+    from t2ictl.evaluation.inception import load_network
+
+    folder = shapes_network.folder(tiny_data)
+    network = load_network(str(folder))
+    assert (network.mode, network.pool_dim, network.exclusive_classes) == ("shapes classifier", 128, True)
+    assert "to 32" in network.resize
+    images = np.concatenate(list(pipeline.split_images(tiny_data, "test", 32, 32).as_numpy_iterator()))
+    pool, logits = network(images)
+    assert pool.shape == (64, 128) and logits.shape == (64, 20)
+    # what the classifier's layers compute, by hand from the saved model
+    import keras
+
+    model = keras.models.load_model(folder / shapes_network.MODEL_FILE, compile=False)
+    direct = model(tf.image.resize(images.astype(np.float32), [32, 32], antialias=True) / 127.5 - 1.0)
+    np.testing.assert_allclose(pool, direct["features"].numpy(), rtol=1e-5, atol=1e-5)
+    half = fid.frechet_distance(pool[:32].mean(0), np.cov(pool[:32], rowvar=False), pool[:32].mean(0),
+                                np.cov(pool[:32], rowvar=False))
+    assert abs(half) < 1e-3
+    assert shapes_network.fitted(folder, tiny_data)
+    info = json.loads((folder / shapes_network.INFO_FILE).read_text())
+    assert info["version"] == shapes_network.VERSION and info["epochs"] == 2

@@ -14,8 +14,8 @@ from t2ictl.errors import UserError
 def evaluator(
     data: Path = typer.Option(..., "--data", help="Prepared embedded data (shapes or shapes-multi) to fit on."),
     to: Optional[Path] = typer.Option(None, "--to", help="Where the networks go [default: DATA/evaluator]."),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs of the classifier (30 reach 99.8% held-out "
-                               "exact match on shapes)."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Epochs of the classifier (30 reach 99.9% held-out "
+                               "exact match on shapes, 96.6% on shapes-multi)."),
     damsm_epochs: int = typer.Option(10, "--damsm-epochs", min=1, help="Epochs of the DAMSM pair."),
 ) -> None:
     """Fit the evaluation networks of the embedded data: a small classifier of the real training images (its
