@@ -277,3 +277,19 @@ def test_the_evaluation_classifier_scores_as_an_inception_network_of_its_own(tin
     assert shapes_network.fitted(folder, tiny_data)
     info = json.loads((folder / shapes_network.INFO_FILE).read_text())
     assert info["version"] == shapes_network.VERSION and info["epochs"] == 2
+
+
+def test_a_score_made_with_another_fit_of_the_evaluation_classifier_is_made_again(tmp_path):
+    from t2ictl import fileio
+    from t2ictl.evaluation import shapes_network
+
+    evaluator = tmp_path / "evaluator"
+    scoring = runner.Scoring(tmp_path, 100, str(evaluator), evaluator / "damsm", evaluator)
+    fileio.write_json(evaluator / shapes_network.INFO_FILE, {"sha256": "aaa"})
+    score = tmp_path / "score.json"
+    fileio.write_json(score, {"results": [], "protocol": {"network_sha256": "aaa"}})
+    assert runner._scored_with_evaluator(score, scoring)
+    fileio.write_json(evaluator / shapes_network.INFO_FILE, {"sha256": "bbb"})  # fitted again
+    assert not runner._scored_with_evaluator(score, scoring)
+    other = runner.Scoring(tmp_path, 100, "pt_inception.pth", None, evaluator)  # a network the grid was given
+    assert runner._scored_with_evaluator(score, other)

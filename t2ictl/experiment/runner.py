@@ -18,6 +18,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from t2ictl.console import console, progress
 from t2ictl.experiment.grid import Run, pretrain_folder, run_folder
@@ -36,13 +37,14 @@ class Step:
     resumable_phase: str | None = None  # the phase whose checkpoint makes the step a --resume
     shared: bool = False  # other runs (and other slices) may need the same step
     needs: tuple[Path, ...] = ()  # folders of earlier steps this one reads
+    still_valid: Callable[[], bool] | None = None  # a finished step that fails this check runs again
 
     def command(self) -> list[str]:
         resume = self.resumable_phase and (self.folder / "checkpoints" / self.resumable_phase).is_dir()
         return ["t2ictl", *self.argv, *(["--resume"] if resume else [])]
 
     def done(self) -> bool:
-        return self.done_file.exists()
+        return self.done_file.exists() and (self.still_valid is None or self.still_valid())
 
 
 @dataclass(frozen=True)
@@ -73,13 +75,33 @@ def run_steps(recipe: str, data: Path, out: Path, run: Run, scoring: Scoring) ->
     if scoring.encoders:
         score_argv += ["--encoders", str(scoring.encoders)]
     score = Step("score", f"score {run.label}", tuple(score_argv), gan, gan / SCORE_FILE,
-                 needs=(gan,) + ((scoring.evaluator,) if scoring.evaluator else ()))
+                 needs=(gan,) + ((scoring.evaluator,) if scoring.evaluator else ()),
+                 still_valid=lambda: _scored_with_evaluator(gan / SCORE_FILE, scoring))
     return [pretrain, train, score]
 
 
 def evaluator_step(data: Path, folder: Path) -> Step:
+    """Fitting the evaluation networks; a classifier of another version or other data is fitted again."""
+    from t2ictl.evaluation import shapes_network
+
     return Step("evaluator", "fit the evaluation networks", ("evaluator", "--data", str(data), "--to", str(folder)),
-                folder, folder / "damsm" / "encoders" / "encoders.json", shared=True)
+                folder, folder / "damsm" / "encoders" / "encoders.json", shared=True,
+                still_valid=lambda: shapes_network.fitted(folder, data))
+
+
+def _scored_with_evaluator(score_file: Path, scoring: Scoring) -> bool:
+    """A score made with the grid's evaluation classifier as it is now (a refitted one invalidates it)."""
+    if scoring.evaluator is None or scoring.inception != str(scoring.evaluator):
+        return True
+    import json
+
+    from t2ictl.evaluation import shapes_network
+
+    info_file = scoring.evaluator / shapes_network.INFO_FILE
+    if not info_file.exists():
+        return False
+    used = json.loads(score_file.read_text()).get("protocol", {}).get("network_sha256")
+    return used == json.loads(info_file.read_text())["sha256"]
 
 
 def _sets(overrides) -> list[str]:
