@@ -30,7 +30,7 @@ def write_chart(path: Path, panels: list[tuple[str, list[tuple[str, list[float]]
 
 
 def _panel(metric: str, arms: list[tuple[str, list[float]]]) -> np.ndarray:
-    width = LEFT + ARM_WIDTH * len(arms) + 4
+    width = max(LEFT + ARM_WIDTH * len(arms), LEFT + len(metric) * ADVANCE) + 4
     canvas = np.full((TOP + PLOT_HEIGHT + BOTTOM, width, 3), 255, np.uint8)
     _text(canvas, metric, 2, LEFT)
     values = [v for _, vs in arms for v in vs]

@@ -4,7 +4,8 @@ Both branches of the paired batch run the same generator and discriminator, whic
 [A; B]. Per step, as DF-GAN and AttnGAN do: the generator makes images once; the discriminator takes one step on them
 (cut from the generator's graph); then the generator takes one step against the updated discriminator. The framework
 encodes the final generated images of both branches with the frozen pretrained image encoder and adds
-gan_weight x SupCon(features, labels) to the generator loss. An EMA of the generator weights is kept for sampling.
+gan_weight x SupCon(features, labels) to the generator loss (or an ablation's loss: contrastive.loss). An EMA of the
+generator weights is kept for sampling.
 """
 
 from __future__ import annotations
