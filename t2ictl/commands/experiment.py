@@ -51,7 +51,7 @@ def experiment(
     varied = grids.parse_vary(vary or [])
     part, parts = grids.parse_slice(only)
     grid = grids.build_grid(recipe, set_ or [], varied, grids.parse_seeds(seeds))
-    first = grids._resolve(recipe, list(grid.runs[0].train_overrides), grid.arms[0])
+    first = grids.resolve(recipe, list(grid.runs[0].train_overrides), grid.arms[0])
     data_dir, manifest = common.resolve_data(first, data)
     out, data_dir = out.resolve(), data_dir.resolve()
     scoring, steps = _plan(grid, recipe, data_dir, out, manifest, part, parts, num, inception, encoders)

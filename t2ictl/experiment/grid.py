@@ -131,15 +131,15 @@ def build_grid(recipe: str, sets: list[str], varied: list[tuple[str, list[str]]]
 
 def _run(recipe: str, sets: list[str], arm: Arm, seed: int) -> Run:
     chosen = [*sets, *arm.overrides, f"runtime.seed={seed}"]
-    resolved = _resolve(recipe, chosen, arm)
+    resolved = resolve(recipe, chosen, arm)
     budget = [] if resolved.contrastive.enabled else [f"data.batch_size={2 * resolved.data.batch_size}"]
     phase1 = [*(o for o in (*sets, *arm.overrides) if not is_gan_only(o)), f"runtime.seed={seed}", *budget]
-    _resolve(recipe, phase1, arm)
+    resolve(recipe, phase1, arm)
     key = pretrain_key(recipe, phase1)
     return Run(arm, seed, tuple(phase1), tuple(chosen + budget), key, 2 * resolved.data.batch_size)
 
 
-def _resolve(recipe: str, overrides: list[str], arm: Arm) -> recipes.Recipe:
+def resolve(recipe: str, overrides: list[str], arm: Arm) -> recipes.Recipe:
     try:
         return recipes.load_recipe(recipe, overrides)
     except UserError as exc:

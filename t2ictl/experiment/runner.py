@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from t2ictl import fileio
 from t2ictl.console import console, progress
 from t2ictl.experiment.grid import Run, pretrain_folder, run_folder
 
@@ -153,8 +154,6 @@ def execute(step: Step, log: Path) -> tuple[bool, str]:
                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                                    env={**os.environ, "COLUMNS": "120"})
         if code == 0 and step.kind == "train":
-            from t2ictl import fileio
-
             fileio.write_json(step.done_file, {"command": command})
     return code == 0, _last_line(log)
 
