@@ -30,7 +30,7 @@ def evaluator(
     from t2ictl.training.pretrain import pretrain
 
     manifest = load_manifest(data)
-    if manifest["dataset"] not in ("shapes", "shapes-multi"):
+    if manifest["dataset"] not in shapes_network.DATASETS:
         raise UserError(f"{data} holds {manifest['dataset']}: evaluation networks are fitted for the embedded data "
                         "only; score CUB and COCO with the field's Inception and released DAMSM encoders")
     folder = to or shapes_network.folder(data)

@@ -11,9 +11,6 @@ from t2ictl.commands import common
 from t2ictl.console import console, table
 from t2ictl.errors import UserError
 
-EMBEDDED = ("shapes", "shapes-multi")
-
-
 def experiment(
     recipe: str = typer.Option(..., "--recipe", "-r", help="The recipe every arm starts from (name or .toml)."),
     vary: Optional[List[str]] = typer.Option(None, "--vary", help="A recipe key and its values, KEY=V1,V2 "
@@ -77,12 +74,13 @@ def experiment(
 
 
 def _plan(grid, recipe, data_dir, out, manifest, part, parts, num, inception, encoders):
+    from t2ictl.evaluation import shapes_network
     from t2ictl.experiment import grid as grids
     from t2ictl.experiment import runner
 
     steps = []
     evaluator = None
-    if manifest["dataset"] in EMBEDDED and (inception is None or encoders is None):
+    if manifest["dataset"] in shapes_network.DATASETS and (inception is None or encoders is None):
         evaluator = _evaluator_folder(data_dir, out)
         steps.append(runner.evaluator_step(data_dir, evaluator))
     elif encoders is None:

@@ -22,6 +22,7 @@ from t2ictl.data.vocab import Vocabulary
 from t2ictl.errors import UserError
 from t2ictl.recipes.schema import DataConfig
 
+DATASETS = ("shapes", "shapes-multi")  # the embedded data it is fitted for
 FOLDER = "evaluator"
 MODEL_FILE = "classifier.keras"
 INFO_FILE = "classifier.json"

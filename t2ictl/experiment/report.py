@@ -107,7 +107,7 @@ def markdown(grid: Grid, records: list[dict], budget: str) -> str:
     return "\n".join(lines)
 
 
-def gan_steps(records: list[dict], out: Path) -> dict[int, int]:
+def gan_steps(records: list[dict]) -> dict[int, int]:
     """The GAN steps each finished run took (its latest checkpoint's step), by arm."""
     import tensorflow as tf
 
@@ -122,7 +122,7 @@ def gan_steps(records: list[dict], out: Path) -> dict[int, int]:
 def write(grid: Grid, records: list[dict], out: Path, setup: dict) -> dict:
     """results.json, results.md and results.png in `out`; returns what was written."""
     out = Path(out)
-    budget = budget_line(grid, gan_steps(records, out))
+    budget = budget_line(grid, gan_steps(records))
     summary = {metric: [{"arm": row["arm"], "name": row["name"], "mean": row["summary"].mean,
                          "std": row["summary"].std, "n": row["summary"].n,
                          "paired_vs_arm_1": None if row["paired"] is None else vars(row["paired"])}

@@ -25,6 +25,7 @@ from t2ictl.models import backbones
 from t2ictl.losses.mode_seeking import mode_seeking_loss
 from t2ictl.models.text_encoder import TextFeatures, text_features
 from t2ictl.recipes import Recipe
+from t2ictl.recipes.schema import LABEL_LOSSES
 from t2ictl.runs import RunDir
 from t2ictl.training import branches, distribute, loop
 from t2ictl.training.loop import Phase
@@ -104,8 +105,7 @@ class GANPhase(Phase):
             scaled = self.g_optimizer.scale_loss(total / replicas)
         grads = g_tape.gradient(scaled, g_vars)
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
-        report = {f"g_{k}" if k not in ("supcon", "unicl", "classifier", "mode_seeking") else k: v
-                  for k, v in g_terms.items()}
+        report = {f"g_{k}" if k not in (*LABEL_LOSSES, "mode_seeking") else k: v for k, v in g_terms.items()}
         report["g_total"] = total
         report.update({f"d_{k}": v for k, v in d_terms.items()})
         return report
