@@ -203,9 +203,11 @@ def load_encoders(folder: Path, recipe: recipes.Recipe | None = None) -> tuple[E
     if has_image and not (folder / IMAGE_ENCODER_FILE).exists():
         raise UserError(f"the encoders in {folder} lack {IMAGE_ENCODER_FILE}; pretrain or import them again")
     from t2ictl.models.clip_text import ClipTextTower
+    from t2ictl.models.text_encoder import GlobalBatchDropout
 
+    custom = {"ClipTextTower": ClipTextTower, "GlobalBatchDropout": GlobalBatchDropout}
     try:
-        text = keras.models.load_model(paths[0], compile=False, custom_objects={"ClipTextTower": ClipTextTower})
+        text = keras.models.load_model(paths[0], compile=False, custom_objects=custom)
         image = keras.models.load_model(folder / IMAGE_ENCODER_FILE, compile=False) if has_image else None
     except (ValueError, OSError) as exc:
         raise UserError(f"cannot load the encoders in {folder}: {exc}") from None

@@ -1,6 +1,6 @@
-"""Runs that move between layouts: a GAN run started on two workers goes on in one process on two logical CPUs and
-ends where an unbroken run on two CPUs ends; it then moves to one device and back, and the optimizer state and step
-go on. (A change of precision on resume: test_precision.)"""
+"""Runs that move between layouts: a GAN run started on two workers goes on in one process on two logical CPUs, then
+on one device, then on two CPUs again, and after every move is where an unbroken run on two CPUs is. (A change of
+precision on resume: test_precision; one device against two replicas for every backbone: test_replica_counts.)"""
 
 import json
 import os
@@ -34,7 +34,7 @@ LOCAL_SEGMENTS = textwrap.dedent("""
         recipe = tiny_recipe(data, f"train.epochs={epochs}", f'runtime.strategy="{strategy}"', "train.log_every=1")
         gan.train(recipe, data, manifest_of(data), open_run(path, recipe, data, "train", resume=resume))
 
-    train(straight, 2, "mirrored", False)
+    train(straight, 4, "mirrored", False)
     for epochs, strategy in ((2, "mirrored"), (3, "default"), (4, "mirrored")):
         train(moved, epochs, strategy, True)
 """)
@@ -66,10 +66,8 @@ def train_on_two_workers(data, run, epochs: int) -> list[str]:
 
 
 def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_data, short_run, tmp_path):
-    """Two workers and two local replicas give each replica the same examples and noise (both are drawn over the
-    global batch), so the move between them is exact. With another replica count, the discriminator's mismatched pairs
-    (each image with its neighbour's sentence) are formed within each replica's batch, as in the official multi-GPU
-    code, so only the step, the data position and the optimizer state are the unbroken run's."""
+    """The examples, the noise and the terms that pair rows (mismatched sentences) are those of the global batch in
+    one-device order (t2ictl.replicas), so each move is exact up to the order of float sums."""
     straight, moved = with_encoders(short_run, tmp_path / "straight"), with_encoders(short_run, tmp_path / "moved")
     train_on_two_workers(shapes_data, moved, epochs=1)
     tests = os.path.dirname(__file__)
@@ -82,19 +80,19 @@ def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_
                    "'mirrored')", "runtime.strategy = 'mirrored' (was 'default')"):
         assert change in out, out[-3000:]
     assert "replicas: 2" in out and "replicas: 1" in out
-    expected, continued = (values_at(run, 2 * STEPS_PER_EPOCH) for run in (straight, moved))
-    assert expected.keys() == continued.keys()
-    floats = [name for name, value in expected.items() if value.dtype.kind == "f"]
-    assert any("ema_generator" in name for name in floats) and any("d_optimizer" in name for name in floats)
-    for name in floats:
-        np.testing.assert_allclose(continued[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
-    first_epoch = values_at(straight, STEPS_PER_EPOCH)
-    assert max(np.abs(expected[n] - first_epoch[n]).max() for n in floats) > 1e-2  # the second epoch trained
-    last = values_at(moved, 4 * STEPS_PER_EPOCH)
-    iterations = [int(last[next(n for n in last if n.startswith(f"{o}/") and "iterations" in n)])
+    for epochs in (2, 3, 4):  # after the workers, after one device, after two replicas again
+        expected, continued = (values_at(run, epochs * STEPS_PER_EPOCH) for run in (straight, moved))
+        assert expected.keys() == continued.keys()
+        floats = [name for name, value in expected.items() if value.dtype.kind == "f"]
+        assert any("ema_generator" in name for name in floats) and any("d_optimizer" in name for name in floats)
+        for name in floats:
+            np.testing.assert_allclose(continued[name], expected[name], rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{name} after epoch {epochs}")
+    second_epoch = values_at(straight, 2 * STEPS_PER_EPOCH)
+    assert max(np.abs(expected[n] - second_epoch[n]).max() for n in floats) > 1e-2  # the later epochs trained
+    iterations = [int(continued[next(n for n in continued if n.startswith(f"{o}/") and "iterations" in n)])
                   for o in ("g_optimizer", "d_optimizer")]
     assert iterations == [4 * STEPS_PER_EPOCH] * 2, iterations
-    assert all(np.all(np.isfinite(last[n])) for n in floats)
 
 
 def values_at(run, step: int) -> dict[str, np.ndarray]:

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "t2ictl"
 FLOORS = [  # lowest first
     {"errors", "fileio", "console", "startup", "font", "__init__"},
     {"torch_files"},
+    {"replicas"},
     {"losses"},
     {"models"},
     {"data"},

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from t2ictl import replicas
+
 _MASKED = -1e9
 
 
@@ -59,17 +61,26 @@ def word_scores(words, lengths, regions, gamma1: float, gamma2: float) -> tf.Ten
 
 def word_loss(words, lengths, regions, gamma1: float, gamma2: float, gamma3: float,
               class_ids=None) -> tuple[tf.Tensor, tf.Tensor]:
-    """(image->text, text->image) word-level DAMSM losses of captions' words [B,T,D] and images' regions [B,R,D]."""
+    """(image->text, text->image) word-level DAMSM losses of captions' words [B,T,D] and images' regions [B,R,D],
+    over the global batch under tf.distribute."""
+    words, lengths, regions, class_ids = _global(words, lengths, regions, class_ids)
     scores = word_scores(words, lengths, regions, gamma1, gamma2)
     return _both_ways(gamma3 * tf.transpose(scores), class_ids)
 
 
 def sentence_loss(image_global, sentence, gamma3: float, class_ids=None) -> tuple[tf.Tensor, tf.Tensor]:
-    """(image->text, text->image) sentence-level DAMSM losses of global image [B,D] and sentence [B,D] features."""
+    """(image->text, text->image) sentence-level DAMSM losses of global image [B,D] and sentence [B,D] features,
+    over the global batch under tf.distribute."""
+    image_global, sentence, class_ids = _global(image_global, sentence, class_ids)
     image = tf.cast(image_global, tf.float32)
     text = tf.cast(sentence, tf.float32)
     scores = _cosine(image[:, None, :], text[None, :, :])  # [images, captions]
     return _both_ways(gamma3 * scores, class_ids)
+
+
+def _global(*tensors):
+    """Every replica's rows of each tensor (None stays None); the losses above are the same in any row order."""
+    return [None if t is None else replicas.gather(t) for t in tensors]
 
 
 def generated_image_loss(image_encoder, images, words, mask, sentence, gammas: tuple[float, float, float],

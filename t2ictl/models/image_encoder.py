@@ -11,6 +11,8 @@ AttnGAN's released DAMSM image encoders; `weights` may name torchvision's ImageN
 
 `small`: four stride-2 convolutions; the map after three of them (size/8) gives the regions and the pooled last one the
 global feature. It keeps pretraining on 64-px embedded data to seconds per epoch on a CPU.
+
+Every trunk's batch norms are synchronised: a trained trunk normalises over the global batch on any number of replicas.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def _inception_trunk(images, weights: str, train_trunk: str):
     trunk = keras.Model(base.input, [base.get_layer(INCEPTION_LOCAL_LAYER).output,
                                      base.get_layer(INCEPTION_GLOBAL_LAYER).output], name="inception_v3")
     trunk.trainable = trainable
+    for layer in base.layers:  # a trained trunk's statistics over the global batch, as the other trunks'
+        if isinstance(layer, layers.BatchNormalization):
+            layer.synchronized = True
     local_map, last_map = trunk(resized, training=None if trainable else False)
     pooled = layers.GlobalAveragePooling2D(name="pool")(last_map)
     return local_map, pooled
@@ -105,7 +110,7 @@ def _load_inception_weights(base: keras.Model, weights: str) -> bool:
 def _small_trunk(images, width: int):
     def block(x, filters, index):
         x = layers.Conv2D(filters, 4, strides=2, padding="same", use_bias=False, name=f"conv{index}")(x)
-        x = layers.BatchNormalization(name=f"bn{index}")(x)
+        x = layers.BatchNormalization(synchronized=True, name=f"bn{index}")(x)
         return layers.LeakyReLU(0.2, name=f"act{index}")(x)
 
     x = images

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from t2ictl import replicas
+
 
 @dataclass
 class TextFeatures:
@@ -36,6 +38,21 @@ def text_features(text_encoder: keras.Model, tokens) -> TextFeatures:
     return TextFeatures(tf.stop_gradient(out["words"]), tf.stop_gradient(out["sentence"]), mask)
 
 
+@keras.saving.register_keras_serializable(package="t2ictl")
+class GlobalBatchDropout(layers.Dropout):
+    """Keras's Dropout, its mask one draw over the global batch: under tf.distribute each replica keeps the rows one
+    device would draw (Keras's Dropout draws a mask per replica, so the run depended on the replica count)."""
+
+    batch_blocks = 1  # blocks of rows in the batch (t2ictl.replicas); pretraining sets 2 when it merges two branches
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0 or replicas.layout()[1] == 1:
+            return super().call(inputs, training=training)
+        rows = tf.shape(inputs)[0] * replicas.layout()[1]
+        global_mask = super().call(tf.ones(tf.concat([[rows], tf.shape(inputs)[1:]], 0), inputs.dtype), training)
+        return inputs * replicas.local_rows(global_mask, self.batch_blocks)
+
+
 def build_text_encoder(vocab_size: int, max_words: int, embedding_dim: int = 300, text_dim: int = 256,
                        dropout: float = 0.5, name: str = "text_encoder") -> keras.Model:
     if text_dim % 2:
@@ -45,7 +62,7 @@ def build_text_encoder(vocab_size: int, max_words: int, embedding_dim: int = 300
         vocab_size, embedding_dim, mask_zero=True, name="embedding",
         embeddings_initializer=keras.initializers.RandomUniform(-0.1, 0.1),
     )(tokens)
-    embedded = layers.Dropout(dropout, name="dropout")(embedded)
+    embedded = GlobalBatchDropout(dropout, name="dropout")(embedded)
     lstm = layers.Bidirectional(
         layers.LSTM(text_dim // 2, return_sequences=True, return_state=True), name="bilstm"
     )

@@ -47,7 +47,7 @@ def build_torch_inception(variant: str = "torchvision", name: str = "torch_incep
 def conv(x, name: str, filters: int, kernel, strides: int = 1, padding: str = "valid"):
     """torchvision's BasicConv2d: convolution without bias, batch norm (eps 1e-3, gamma and beta), ReLU."""
     x = layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=False, name=f"{name}.conv")(x)
-    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, name=f"{name}.bn")(x)
+    x = layers.BatchNormalization(epsilon=1e-3, momentum=0.9, synchronized=True, name=f"{name}.bn")(x)
     return layers.ReLU(name=f"{name}.relu")(x)
 
 

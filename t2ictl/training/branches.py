@@ -12,13 +12,13 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from t2ictl import replicas
 from t2ictl.data import pipeline
 from t2ictl.data.vocab import Vocabulary
 from t2ictl.losses import supcon
 from t2ictl.losses.label_classifier import label_classifier_loss
 from t2ictl.losses.unicl import unicl_loss
 from t2ictl.recipes import Recipe
-from t2ictl.training import distribute
 
 
 def merge_branches(batch: dict, paired: bool) -> dict:
@@ -52,9 +52,9 @@ def contrastive_loss(features, merged: dict, recipe: Recipe, multi_label: bool, 
     positives and negatives come from the global batch.
     """
     labels = merged["labels"] if multi_label else merged["class_id"]
-    labels = distribute.gather(tf.concat([labels] * groups, axis=0))
-    example_keys = distribute.gather(tf.concat([merged["example_key"]] * groups, axis=0))
-    return supcon.supcon_from_labels(distribute.gather(features), labels, temperature,
+    labels = replicas.gather(tf.concat([labels] * groups, axis=0))
+    example_keys = replicas.gather(tf.concat([merged["example_key"]] * groups, axis=0))
+    return supcon.supcon_from_labels(replicas.gather(features), labels, temperature,
                                      rule=recipe.contrastive.multi_label_rule, example_index=example_keys)
 
 
@@ -63,10 +63,10 @@ def image_text_loss(image_features, text_features, merged: dict, recipe: Recipe,
     """The UniCL-style loss of rows (image i, text i), in `groups` blocks of the merged batch's rows, positives from
     the labels; gathered over replicas as SupCon is."""
     labels = merged["labels"] if multi_label else merged["class_id"]
-    labels = distribute.gather(tf.concat([labels] * groups, axis=0))
-    example_keys = distribute.gather(tf.concat([merged["example_key"]] * groups, axis=0))
+    labels = replicas.gather(tf.concat([labels] * groups, axis=0))
+    example_keys = replicas.gather(tf.concat([merged["example_key"]] * groups, axis=0))
     weights = supcon.positive_weights(labels, recipe.contrastive.multi_label_rule, example_keys)
-    return unicl_loss(distribute.gather(image_features), distribute.gather(text_features), weights, temperature)
+    return unicl_loss(replicas.gather(image_features), replicas.gather(text_features), weights, temperature)
 
 
 def classifier_loss(head, features, merged: dict, multi_label: bool, groups: int = 1):

@@ -1,13 +1,11 @@
-"""Distribution strategy, numeric precision and the cross-replica pieces of the contrastive loss.
+"""Distribution strategy, numeric precision and random draws over the global batch.
 
 - `default`: one device. `mirrored`: every local GPU (or, without GPUs, every logical CPU device, which is how the
   tests run it). `multiworker`: MultiWorkerMirroredStrategy over the machines TF_CONFIG names.
 - Precision is a Keras global dtype policy set before any model is built; with mixed_float16 the optimizers are wrapped
   in keras.optimizers.LossScaleOptimizer (dynamic loss scaling), which the phases use through `optimizer.scale_loss`.
-- The supervised contrastive loss must see the global batch: `gather` concatenates a per-replica tensor across replicas
-  (all_gather's gradient sums the replicas' upstream gradients and hands each replica its slice, so with every replica
-  computing the same global loss divided by the replica count, the summed parameter gradients equal those of one device
-  on the global batch).
+- Random draws are made over the global batch (`global_normal`), and losses that pair rows see the global batch
+  (t2ictl.replicas), so a run is the same on any number of replicas.
 """
 
 from __future__ import annotations
@@ -20,6 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from t2ictl import replicas
 from t2ictl.errors import UserError
 
 
@@ -89,17 +88,13 @@ def optimizer(inner: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
     return inner
 
 
-def global_normal(shape, seed: int, step, stream: int = 0) -> tf.Tensor:
+def global_normal(shape, seed: int, step, stream: int = 0, blocks: int = 1) -> tf.Tensor:
     """This replica's rows of one normal draw over the global batch, keyed by (seed, stream, step): an example gets
     the same numbers on one device, on N replicas and on N workers (a tf.random.Generator draws per replica), so a run
-    can move between layouts. `shape` is the per-replica [rows, ...]."""
-    context = tf.distribute.get_replica_context()
-    replicas = context.num_replicas_in_sync if context else 1
-    index = context.replica_id_in_sync_group if context else 0
-    rows = shape[0]
+    can move between layouts. `shape` is the per-replica [rows, ...], made of `blocks` blocks (t2ictl.replicas)."""
     key = tf.stack([tf.constant(seed * 1_000_003 + stream, tf.int64), tf.cast(step, tf.int64)])
-    draw = tf.random.stateless_normal(tf.concat([[rows * replicas], shape[1:]], axis=0), key)
-    return draw[index * rows:(index + 1) * rows]
+    draw = tf.random.stateless_normal(tf.concat([[shape[0] * replicas.layout()[1]], shape[1:]], axis=0), key)
+    return replicas.local_rows(draw, blocks)
 
 
 LOSS_SCALE_ENTRIES = ("_loss_scale", "_good_steps")  # suffixes of a float16 optimizer's own checkpoint entries
@@ -113,11 +108,3 @@ def checkpoint_entries(name: str, trackable) -> dict:
         return {name: trackable.inner_optimizer, f"{name}{scale}": trackable.dynamic_scale,
                 f"{name}{good_steps}": trackable.step_counter}
     return {name: trackable}
-
-
-def gather(tensor: tf.Tensor) -> tf.Tensor:
-    """`tensor` of every replica concatenated along axis 0 (itself on one replica); differentiable."""
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return tensor
-    return context.all_gather(tensor, axis=0)

@@ -50,6 +50,7 @@ class GANPhase(Phase):
             needs = "the contrastive loss" if contrastive_needs_encoder else f"{self.backbone.name}'s losses"
             raise UserError(f"{needs} read images with the DAMSM image encoder, and the encoders in "
                             f"{self.encoders_dir} have none; import them with --image-encoder")
+        self.backbone.batch_blocks = 2 if self.paired else 1  # the merged batch [A; B]
         self.backbone.build()
         self.generator = self.backbone.generator
         self.label_head = None
@@ -74,7 +75,7 @@ class GANPhase(Phase):
         """This replica's noise for the merged rows [A; B]; with contrastive.shared_noise, B's rows repeat A's."""
         seed, dim = self.recipe.runtime.seed, self.backbone.noise_dim
         if not (self.paired and self.recipe.contrastive.shared_noise):
-            return distribute.global_normal(tf.stack([count, dim]), seed, self.step)
+            return distribute.global_normal(tf.stack([count, dim]), seed, self.step, blocks=2 if self.paired else 1)
         half = distribute.global_normal(tf.stack([count // 2, dim]), seed, self.step)
         return tf.concat([half, half], axis=0)
 
@@ -128,7 +129,8 @@ class GANPhase(Phase):
         """The mode seeking loss of every fourth example, drawn again with new noise (every fourth, not the first
         quarter, so that the same examples take part on any number of replicas)."""
         again_text = TextFeatures(text.words[::4], text.sentence[::4], text.mask[::4])
-        again_noise = distribute.global_normal(tf.shape(noise), self.recipe.runtime.seed, self.step, stream=1)[::4]
+        again_noise = distribute.global_normal(tf.shape(noise), self.recipe.runtime.seed, self.step, stream=1,
+                                               blocks=self.backbone.batch_blocks)[::4]
         again = self.generator(again_text.generator_inputs(again_noise), training=True)["images"][-1]
         return mode_seeking_loss(images[::4], again, noise[::4], again_noise)
 

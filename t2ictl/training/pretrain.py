@@ -62,6 +62,7 @@ class PretrainPhase(Phase):
         c = self.config
         self.text_encoder = build_text_encoder(len(self.vocab), self.recipe.data.max_words, c.embedding_dim,
                                                c.text_dim, c.text_dropout)
+        self.text_encoder.get_layer("dropout").batch_blocks = 2 if self.paired else 1  # the merged batch [A; B]
         train_trunk = "false" if c.init and c.train_trunk == "auto" else c.train_trunk  # the init's trunk is trained
         self.image_encoder = build_image_encoder(c.image_trunk, self.recipe.data.image_size, c.text_dim,
                                                  c.image_weights, train_trunk, c.small_trunk_width)
@@ -138,11 +139,22 @@ class PretrainPhase(Phase):
             terms = self.losses(merged, training=True)
             scaled = self.optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, text_vars + other_vars)
+        text_grads = self.clipped(grads[: len(text_vars)], replicas)
+        self.optimizer.apply_gradients(zip(text_grads + grads[len(text_vars):], text_vars + other_vars))
+        return terms
+
+    def clipped(self, grads: list, replicas: int) -> list:
+        """The text encoder's gradients clipped by the global norm of the whole batch's gradient, on any number of
+        replicas: each replica clips the sum over replicas and hands on its share, which the optimizer sums again.
+        Dense, as PyTorch's nn.Embedding gives AttnGAN: Keras's Adam squares an IndexedSlices gradient row by row of
+        each occurrence, which is neither the official rule nor the same on every replica count."""
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        if replicas > 1:
+            grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
         # Clipping scaled gradients at a threshold scaled alike equals clipping the true ones (loss scaling).
         threshold = self.config.text_grad_clip * self.optimizer.scale_loss(tf.constant(1.0))
-        text_grads, _ = tf.clip_by_global_norm(grads[: len(text_vars)], threshold)
-        self.optimizer.apply_gradients(zip(list(text_grads) + grads[len(text_vars):], text_vars + other_vars))
-        return terms
+        clipped, _ = tf.clip_by_global_norm(grads, threshold)
+        return [g / replicas for g in clipped]
 
     # -- evaluation --------------------------------------------------------------------------------------------------
 
@@ -221,3 +233,4 @@ def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
     phase = PretrainPhase(recipe, run.vocab(), manifest, data_dir, run, steps_per_epoch)
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)
+

@@ -41,6 +41,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import bce, kl_divergence
 from t2ictl.losses.damsm import generated_image_loss
@@ -100,8 +101,9 @@ def conv(filters: int, size: int, strides: int = 1, use_bias: bool = False, name
 
 
 def batch_norm(name: str | None = None) -> layers.BatchNormalization:
-    """PyTorch's BatchNorm: momentum 0.1 (Keras 0.9), eps 1e-5; weights_init draws the scale from N(1, 0.02)."""
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name,
+    """PyTorch's BatchNorm: momentum 0.1 (Keras 0.9), eps 1e-5; weights_init draws the scale from N(1, 0.02).
+    Statistics over the global batch under tf.distribute."""
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name, synchronized=True,
                                      gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02))
 
 
@@ -329,13 +331,18 @@ class AttnGAN(Backbone):
         unconditional = ops.cast(self.unconditional_heads[stage]([features, sentence], training=True), "float32")
         return features, conditional, unconditional
 
+    def mismatched_logits(self, stage: int, features, sentence) -> tf.Tensor:
+        """The conditional logits of (image i, sentence i + 1), i < B - 1, over the global batch."""
+        features, sentence = (replicas.gather(x, self.batch_blocks) for x in (features, sentence))
+        return ops.cast(self.conditional_heads[stage]([features[:-1], sentence[1:]], training=True), "float32")
+
     def discriminator_loss(self, real: dict[int, tf.Tensor], fake: list[tf.Tensor], text: TextFeatures) -> dict:
         sentence = text.sentence
         terms = {"real": 0.0, "fake": 0.0, "mismatch": 0.0, "loss": 0.0}
         for stage, size in enumerate(self.sizes):
             features, real_c, real_u = self.stage_logits(stage, real[size], sentence)
             _, fake_c, fake_u = self.stage_logits(stage, fake[stage], sentence)
-            wrong_c = ops.cast(self.conditional_heads[stage]([features[:-1], sentence[1:]], training=True), "float32")
+            wrong_c = self.mismatched_logits(stage, features, sentence)
             real_loss = (bce(real_u, 1.0) + bce(real_c, 1.0)) / 2.0
             fake_loss = (bce(fake_u, 0.0) + bce(fake_c, 0.0) + bce(wrong_c, 0.0)) / 3.0
             terms["real"] += real_loss

@@ -14,7 +14,10 @@ Conventions shared by every backbone:
   auxiliary outputs its loss needs (AttnGAN: "mu", "logvar" of conditioning augmentation). All randomness of the
   generator comes from "noise" [B, noise_dim] (AttnGAN's CA epsilon is part of it), so the same noise gives the same
   images: sampling and export are reproducible from a seed;
-- a loss dict always has the key "loss" (what the optimizer minimises), other keys are reported as they are.
+- a loss dict always has the key "loss" (what the optimizer minimises), other keys are reported as they are;
+- the batch is `batch_blocks` blocks stacked along the rows (the GAN phase sets 2 when it merges two branches);
+  terms that pair rows with other rows (mismatched sentences, in-batch negatives) go through t2ictl.replicas with it,
+  and batch norms are synchronised, so that the losses are those of one device on any number of replicas.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Backbone(abc.ABC):
     config_class: type[BackboneConfig] = BackboneConfig
     uses_image_encoder = False  # its losses read generated images with the DAMSM image encoder
     has_image_embedding = False  # it holds a frozen image encoder of its own (GALIP: CLIP's ViT), see image_embedding
+    batch_blocks = 1  # blocks of rows in the batch its losses see (module docstring)
 
     def __init__(self, config: BackboneConfig, image_size: int, text_dim: int, max_words: int,
                  encoders: Encoders | None = None):

@@ -37,6 +37,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
 from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
@@ -196,7 +197,7 @@ class DFGAN(Backbone):
 
     def mismatched_logits(self, real_features, sentence) -> tf.Tensor:
         """Logits of real images paired with another example's sentence: image i+1 with sentence i, all B pairs."""
-        return self.judge(ops.roll(real_features, -1, axis=0), sentence)
+        return self.judge(replicas.roll(real_features, -1, self.batch_blocks), sentence)
 
     def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
         images = self.augmented(generated["images"][-1])

@@ -56,6 +56,7 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
+from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
 from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
@@ -390,13 +391,14 @@ class GALIP(Backbone):
         # d(sum of logits) per input = each pair's own gradient: a pair's logit depends on its maps and sentence only
         map_grads, sentence_grads = input_tape.gradient(real_logits, [real_maps, sentence])
         penalty = matching_aware_penalty(map_grads, sentence_grads, self.config.gp_weight, self.config.gp_power)
-        mismatched_logits = self.judge(real_features, ops.roll(sentence, -1, axis=0))
+        mismatched_logits = self.judge(real_features, replicas.roll(sentence, -1, self.batch_blocks))
         fake_logits = self.judge(self.discriminator(fake_maps, training=True), sentence)
         terms = {"real": hinge_real(real_logits), "fake": hinge_fake(fake_logits),
                  "mismatch": hinge_fake(mismatched_logits), "ma_gp": penalty}
         terms["loss"] = terms["real"] + (terms["fake"] + terms["mismatch"]) / 2.0 + terms["ma_gp"]
         if self.sentence_projection is not None:  # trained to stand in for CLIP's text tower
-            terms["align"] = symmetric_info_nce(real_embedding, self.sentence_in_clip(sentence),
+            terms["align"] = symmetric_info_nce(replicas.gather(real_embedding, self.batch_blocks),
+                                                replicas.gather(self.sentence_in_clip(sentence), self.batch_blocks),
                                                 self.config.align_temperature)
             terms["loss"] += terms["align"]
         return terms

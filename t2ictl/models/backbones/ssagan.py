@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import keras
 from keras import layers, ops
 
+from t2ictl import replicas
 from t2ictl.losses.damsm import generated_image_loss
 from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, channel_shortcut, condition_mlp, generator_widths, torch_conv,
@@ -175,7 +176,8 @@ class SSAGAN(DFGAN):
 
     def mismatched_logits(self, real_features, sentence):
         """main.py: COND_DNET(real_features[:B-1], sent_emb[1:B])."""
-        return self.judge(real_features[:-1], sentence[1:])
+        features, sentence = (replicas.gather(x, self.batch_blocks) for x in (real_features, sentence))
+        return self.judge(features[:-1], sentence[1:])
 
     def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
         c = self.config
