@@ -85,8 +85,8 @@ def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_
         assert expected.keys() == continued.keys()
         floats = [name for name, value in expected.items() if value.dtype.kind == "f"]
         assert any("ema_generator" in name for name in floats) and any("d_optimizer" in name for name in floats)
-        for name in floats:
-            np.testing.assert_allclose(continued[name], expected[name], rtol=1e-4, atol=1e-4,
+        for name in floats:  # 2e-6 on an idle machine, 1.6e-4 once beside the test suite; before issue 19, 1e-2
+            np.testing.assert_allclose(continued[name], expected[name], rtol=1e-3, atol=1e-3,
                                        err_msg=f"{name} after epoch {epochs}")
     second_epoch = values_at(straight, 2 * STEPS_PER_EPOCH)
     assert max(np.abs(expected[n] - second_epoch[n]).max() for n in floats) > 1e-2  # the later epochs trained

@@ -3,7 +3,9 @@ changed no behaviour (layer creation order, seeding, loss terms, the order of th
 
 tests/golden/tiny_recipe.json was written by this test with T2ICTL_WRITE_GOLDEN=1 on the code before the redesign of
 issue 13, in float32; its GAN losses again when the noise became one draw over the global batch (issue 19: the same
-noise on any number of replicas), which left the starting weights and the pretraining losses as they were. On a CPU
+noise on any number of replicas), which left the starting weights and the pretraining losses as they were; its
+losses of both phases after the first again when the text encoder's embedding gradient became dense (issue 19: as
+PyTorch's, and the same Adam state on any number of replicas). On a CPU
 with the same vector instructions the run repeats to the bit, so the losses must agree to 1e-6. Another instruction
 set sums in another order, and a GAN amplifies that: measured with ONEDNN_MAX_CPU_ISA=AVX2 against AMX, the GAN losses
 agree to 1e-5 for 10 steps, then the generator loss drifts by up to 0.08 (its values are near 0) by step 16. On such

@@ -41,10 +41,9 @@ BOTH_LAYOUTS = textwrap.dedent("""
         else:
             pretrain.pretrain(recipe, data, manifest_of(data), open_run(run, recipe, data, "pretrain", resume=False))
 """)
-BACKBONES = {
+BACKBONES = {  # DM-GAN adds to AttnGAN only per-example terms (BENCHMARKS.md measures it too)
     "dfgan": ("shapes", ["model.nf=4"]),
     "attngan": ("shapes-attngan", ["model.gf_dim=4", "model.df_dim=4"]),
-    "dmgan": ("shapes-attngan", ["model.backbone=dmgan", "model.gf_dim=4", "model.df_dim=4"]),
     "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8"]),
     "galip": ("shapes", ["model.backbone=galip", 'model.clip="tiny"', "model.nf=4", "model.mapper_channels=8",
                          "model.mapper_mid_channels=4", "model.mapper_blocks=1"]),
