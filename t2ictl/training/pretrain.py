@@ -146,8 +146,8 @@ class PretrainPhase(Phase):
     def clipped(self, grads: list, replicas: int) -> list:
         """The text encoder's gradients clipped by the global norm of the whole batch's gradient, on any number of
         replicas: each replica clips the sum over replicas and hands on its share, which the optimizer sums again.
-        Dense, as PyTorch's nn.Embedding gives AttnGAN: Keras's Adam squares an IndexedSlices gradient row by row of
-        each occurrence, which is neither the official rule nor the same on every replica count."""
+        Dense, as PyTorch's nn.Embedding gives AttnGAN: Keras's Adam squares a sparse gradient once per occurrence of
+        a token, not once per row, which is neither the official rule nor the same on every replica count."""
         grads = [tf.convert_to_tensor(g) for g in grads]
         if replicas > 1:
             grads = tf.distribute.get_replica_context().all_reduce("sum", grads)
@@ -233,4 +233,3 @@ def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
     phase = PretrainPhase(recipe, run.vocab(), manifest, data_dir, run, steps_per_epoch)
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)
-
