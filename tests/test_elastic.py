@@ -95,6 +95,7 @@ def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_
     iterations = [int(continued[next(n for n in continued if n.startswith(f"{o}/") and "iterations" in n)])
                   for o in ("g_optimizer", "d_optimizer")]
     assert iterations == [4 * STEPS_PER_EPOCH] * 2, iterations
+    assert all(np.all(np.isfinite(continued[n])) for n in floats)
 
 
 def values_at(run, step: int) -> dict[str, np.ndarray]:
