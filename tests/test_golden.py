@@ -8,9 +8,11 @@ losses of both phases after the first again when the text encoder's embedding gr
 PyTorch's, and the same Adam state on any number of replicas). On a CPU
 with the same vector instructions the run repeats to the bit, so the losses must agree to 1e-6. Another instruction
 set sums in another order, and a GAN amplifies that: measured with ONEDNN_MAX_CPU_ISA=AVX2 against AMX, the GAN losses
-agree to 1e-5 for 10 steps, then the generator loss drifts by up to 0.08 (its values are near 0) by step 16. On such
-a CPU the starting weights and the first 10 losses of each series are checked (to 2e-3, still far tighter than a change
-of seed or of layer order moves them), and steps 11-20 are not.
+agree to 1e-5 for 10 steps, then the generator loss drifts by up to 0.08 (its values are near 0) by step 16. On an AMD
+EPYC (AVX-512 without AMX) against the AMX pin: pretraining within 2e-7 for 17 steps, the D loss within 1e-3 for 10,
+and the generator loss (the mean of D's logits of the fakes, the most sensitive) 7e-5, 2e-5, 1e-3, then 4e-2 at step
+4. On such a CPU the starting weights, the first 10 losses of each series and the first 3 generator losses are checked
+(to 2e-3, still far tighter than a change of seed or of layer order moves them), and the later ones are not.
 """
 
 import json
@@ -29,6 +31,7 @@ from t2ictl.training import loop
 GOLDEN = Path(__file__).parent / "golden" / "tiny_recipe.json"
 STEPS = 20
 TAGS = {"pretrain": ["loss", "supcon"], "train": ["d_loss", "g_loss", "supcon"]}
+OTHER_CPU_STEPS = {"train/g_loss": 3}  # the steps compared on another instruction set (10 otherwise)
 
 
 def cpu_signature() -> dict:
@@ -105,4 +108,5 @@ def test_the_tiny_recipe_starts_and_trains_as_pinned(shapes_data, tmp_path, star
         if same_cpu:
             np.testing.assert_allclose(seen, values, rtol=1e-6, atol=1e-7, err_msg=key)
         else:
-            np.testing.assert_allclose(seen[:10], values[:10], rtol=2e-3, atol=2e-4, err_msg=key)
+            steps = OTHER_CPU_STEPS.get(key, 10)
+            np.testing.assert_allclose(seen[:steps], values[:steps], rtol=2e-3, atol=2e-4, err_msg=key)
