@@ -11,12 +11,15 @@ import tensorflow as tf
 
 from t2ictl import recipes
 from t2ictl.errors import UserError
+from t2ictl.losses import damsm
 from t2ictl.losses.adversarial import matching_aware_penalty
 from t2ictl.models.backbones import backbone_class, config_class
+from t2ictl.models.backbones.base import Encoders
 from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
 from t2ictl.models.backbones.diffaugment import cutout, translate
 from t2ictl.models.backbones.layers import discriminator_widths, generator_widths
-from t2ictl.models.text_encoder import TextFeatures
+from t2ictl.models.image_encoder import build_image_encoder
+from t2ictl.models.text_encoder import TextFeatures, build_text_encoder
 from t2ictl.training.gan import build_optimizers
 
 SIZE, NF, TEXT_DIM, WORDS, BATCH = 32, 4, 8, 5, 4
@@ -83,7 +86,8 @@ def test_registry_and_defaults_follow_the_official_code():
     c = DFGANConfig()
     assert (c.backbone, c.nf, c.z_dim) == ("dfgan", 32, 100)
     assert (c.g_lr, c.d_lr, c.beta_1, c.beta_2) == (1e-4, 4e-4, 0.0, 0.9)
-    assert (c.gp_weight, c.gp_power) == (2.0, 6.0)
+    assert (c.gp_weight, c.gp_power, c.damsm_weight) == (2.0, 6.0, 0.0)  # DF-GAN has no DAMSM term
+    assert "damsm_weight" in c.departures
     c.validate()
     assert c.image_sizes(64) == [64]
     assert DFGAN(DFGANConfig(z_dim=17), 64, 256, 18).noise_dim == 17
@@ -98,6 +102,8 @@ def test_registry_and_defaults_follow_the_official_code():
     ("beta_1", 1.0, r"beta_1: must be in \[0, 1\)"),
     ("beta_2", -0.1, r"beta_2: must be in \[0, 1\)"),
     ("gp_weight", -2.0, "gp_weight: must be zero or positive"),
+    ("damsm_weight", -0.1, "damsm_weight: must be zero or positive"),
+    ("gamma3", 0.0, "gamma3: must be positive"),
     ("augment", ["translation", "colour"], r"augment: unknown \['colour'\]"),
 ])
 def test_config_validation_names_the_key(key, value, message):
@@ -409,3 +415,36 @@ def test_discriminator_learns_to_separate_real_from_fake():
     fake_margin_after, match_margin_after = margins()
     assert fake_margin_after > fake_margin + 0.005
     assert match_margin_after > match_margin + 0.003
+
+
+def test_the_damsm_option_adds_attngans_word_and_sentence_terms_to_the_generator_loss():
+    text, noise, class_ids = text_batch(), noise_batch(), tf.constant([0, 0, 2, 1])
+    keras.utils.set_random_seed(3)
+    encoders = Encoders(build_text_encoder(20, WORDS, 8, TEXT_DIM), build_image_encoder("small", SIZE, TEXT_DIM,
+                                                                                        width=4), 2.0)
+    official = DFGAN(DFGANConfig(nf=NF), SIZE, TEXT_DIM, WORDS, encoders)
+    official.build()
+    assert not official.uses_image_encoder
+    with_damsm = DFGAN(DFGANConfig(nf=NF, damsm_weight=0.7, gamma1=4.0), SIZE, TEXT_DIM, WORDS, encoders)
+    with_damsm.build()
+    with_damsm.generator.set_weights(official.generator.get_weights())
+    for target, source in ((with_damsm.discriminator, official.discriminator),
+                           (with_damsm.discriminator_head, official.discriminator_head)):
+        target.set_weights(source.get_weights())
+    assert with_damsm.uses_image_encoder
+    out = generate(official.generator, noise, text, training=True)
+    plain = official.generator_loss(out, text, class_ids)
+    assert set(plain) == {"loss"}
+    g = with_damsm.generator_loss(out, text, class_ids)
+    regions = encoders.image(out["images"][-1], training=False)
+    w0, w1 = damsm.word_loss(text.words / 2.0, tf.fill([BATCH], WORDS), regions["regions"], 4.0, 5.0, 10.0, class_ids)
+    s0, s1 = damsm.sentence_loss(regions["global"], text.sentence, 10.0, class_ids)
+    np.testing.assert_allclose(float(g["adversarial"]), float(plain["loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(g["damsm_words"]), float(w0 + w1), rtol=1e-4)
+    np.testing.assert_allclose(float(g["loss"]), float(plain["loss"]) + 0.7 * float(w0 + w1 + s0 + s1), rtol=1e-4)
+    with tf.GradientTape() as tape:
+        images = generate(with_damsm.generator, noise, text, training=True)
+        terms = with_damsm.generator_loss(images, text, class_ids)
+        matching = terms["damsm_words"] + terms["damsm_sentence"]
+    grads = tape.gradient(matching, with_damsm.generator.trainable_variables)
+    assert any(float(tf.reduce_max(tf.abs(g))) > 0 for g in grads if g is not None)

@@ -90,3 +90,12 @@ def test_recipe_dirs_env(tmp_path, monkeypatch):
     assert recipes.available_recipes()["mine"] == tmp_path / "mine.toml"
     assert recipes.load_recipe("mine").data.dataset == "cub"
     assert recipes.load_recipe("mine").data.path == Path("data/cub")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr_decay_start=1.5", r"train.lr_decay_start: must be in \[0, 1\], got 1.5"),
+    ("train.mode_seeking_weight=-1", "train.mode_seeking_weight: must be zero or positive"),
+])
+def test_out_of_range_training_options_name_their_key(override, message):
+    with pytest.raises(UserError, match=message):
+        recipes.load_recipe("shapes", [override])

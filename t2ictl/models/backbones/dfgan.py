@@ -40,6 +40,7 @@ from keras import layers, ops
 from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
+from t2ictl.losses.damsm import generated_image_loss
 from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
 from t2ictl.models.backbones.diffaugment import AUGMENTATIONS
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, DiscriminatorBlock, GeneratorBlock, discriminator_widths,
@@ -71,8 +72,14 @@ class DFGANConfig(BackboneConfig):
     # DiffAugment (Zhao et al. 2020) policies applied to every image the discriminator sees, real and generated alike:
     # "translation" (shift by up to 1/8 of the size, zero padded), "cutout" (a zeroed square of half the size)
     augment: list[str] = field(default_factory=list)
+    # AttnGAN's DAMSM loss on the generated images (word and sentence terms through the frozen pretrained encoders,
+    # miscc/losses.py words_loss + sent_loss), which DF-GAN drops and SSA-GAN keeps at 0.05
+    damsm_weight: float = 0.0
+    gamma1: float = 5.0  # SSA-GAN miscc/config.py TRAIN.SMOOTH.GAMMA1, as AttnGAN's bird.yml
+    gamma2: float = 5.0
+    gamma3: float = 10.0
     # the options above that leave the official rules: an import of an official file puts them back at their defaults
-    departures = ("d_gate_init", "project_condition", "projection_head", "augment")
+    departures = ("d_gate_init", "project_condition", "projection_head", "augment", "damsm_weight")
 
     def validate(self) -> None:
         for key in ("nf", "z_dim"):
@@ -90,8 +97,12 @@ class DFGANConfig(BackboneConfig):
         unknown = set(self.augment) - set(AUGMENTATIONS)
         if unknown:
             raise ValueError(f"augment: unknown {sorted(unknown)}, choose from {list(AUGMENTATIONS)}")
-        if not self.gp_weight >= 0:
-            raise ValueError(f"gp_weight: must be zero or positive, got {self.gp_weight}")
+        for key in ("gp_weight", "damsm_weight"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(f"{key}: must be zero or positive, got {getattr(self, key)}")
+        for key in ("gamma1", "gamma2", "gamma3"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
 
 
 class DFGAN(Backbone):
@@ -199,10 +210,21 @@ class DFGAN(Backbone):
         """Logits of real images paired with another example's sentence: image i+1 with sentence i, all B pairs."""
         return self.judge(replicas.roll(real_features, -1, self.batch_blocks), sentence)
 
+    @property
+    def uses_image_encoder(self) -> bool:
+        return self.config.damsm_weight > 0
+
     def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
-        images = self.augmented(generated["images"][-1])
-        logits = self.judge(self.discriminator(images, training=True), text.sentence)
-        return {"loss": -ops.mean(logits)}
+        c = self.config
+        logits = self.judge(self.discriminator(self.augmented(generated["images"][-1]), training=True), text.sentence)
+        adversarial = -ops.mean(logits)
+        if not c.damsm_weight > 0:
+            return {"loss": adversarial}
+        words, sentence = generated_image_loss(self.encoders.image, generated["images"][-1], text.words, text.mask,
+                                               text.sentence, (c.gamma1, c.gamma2, c.gamma3), class_ids,
+                                               self.encoders.word_scale)
+        return {"loss": adversarial + c.damsm_weight * (words + sentence), "adversarial": adversarial,
+                "damsm_words": words, "damsm_sentence": sentence}
 
 
 class ProjectionTerm(layers.Layer):

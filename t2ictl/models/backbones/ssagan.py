@@ -35,11 +35,9 @@ import keras
 from keras import layers, ops
 
 from t2ictl import replicas
-from t2ictl.losses.damsm import generated_image_loss
 from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, channel_shortcut, condition_mlp, generator_widths, torch_conv,
                                             torch_dense)
-from t2ictl.models.text_encoder import TextFeatures
 
 MASK_CHANNELS = 100  # model.py conv_mask: Conv2d(ch, 100, 3, 1, 1)
 
@@ -50,19 +48,11 @@ class SSAGANConfig(DFGANConfig):
     nf: int = 64  # cfg/bird.yml, cfg/coco.yml TRAIN.NF
     affine_hidden: int = 256  # model.py affine: Linear(256, 256), ReLU, Linear(256, C)
     damsm_weight: float = 0.05  # main.py: 0.05 x DAMSM_loss, whose terms carry TRAIN.SMOOTH.LAMBDA = 1.0
-    gamma1: float = 5.0  # miscc/config.py TRAIN.SMOOTH.GAMMA1
-    gamma2: float = 5.0
-    gamma3: float = 10.0
 
     def validate(self) -> None:
         super().validate()
         if self.affine_hidden <= 0:
             raise ValueError(f"affine_hidden: must be a positive integer, got {self.affine_hidden}")
-        if not self.damsm_weight >= 0:
-            raise ValueError(f"damsm_weight: must be zero or positive, got {self.damsm_weight}")
-        for key in ("gamma1", "gamma2", "gamma3"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
 
 
 def synchronised_batch_norm(center: bool = True, scale: bool = True, name: str | None = None):
@@ -147,7 +137,6 @@ class SSACNBlock(layers.Layer):
 
 class SSAGAN(DFGAN):
     config_class = SSAGANConfig
-    uses_image_encoder = True
     config: SSAGANConfig
     d_width_cap = 16  # NetD: ndf x 1, 2, 4, 8, 16, 16, 16
 
@@ -178,12 +167,3 @@ class SSAGAN(DFGAN):
         """main.py: COND_DNET(real_features[:B-1], sent_emb[1:B])."""
         features, sentence = (replicas.gather(x, self.batch_blocks) for x in (real_features, sentence))
         return self.judge(features[:-1], sentence[1:])
-
-    def generator_loss(self, generated: dict, text: TextFeatures, class_ids) -> dict:
-        c = self.config
-        terms = super().generator_loss(generated, text, class_ids)
-        words, sentence = generated_image_loss(self.encoders.image, generated["images"][-1], text.words, text.mask,
-                                               text.sentence, (c.gamma1, c.gamma2, c.gamma3), class_ids,
-                                               self.encoders.word_scale)
-        return {"loss": terms["loss"] + c.damsm_weight * (words + sentence), "adversarial": terms["loss"],
-                "damsm_words": words, "damsm_sentence": sentence}
