@@ -202,21 +202,3 @@ def logged_numbers(run_path) -> dict[str, list[float]]:
     return numbers
 
 
-
-
-def test_the_linear_tail_holds_both_rates_then_brings_them_to_zero_at_the_last_step():
-    from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
-    from t2ictl.training.gan import LinearTail, build_optimizers
-
-    tail = LinearTail(4e-4, 6, 10)
-    np.testing.assert_allclose([float(tail(s)) for s in (0, 6, 7, 8, 10, 12)], [4e-4, 4e-4, 3e-4, 2e-4, 0, 0],
-                               atol=1e-12)
-    backbone = DFGAN(DFGANConfig(nf=4, g_lr=1e-4, d_lr=4e-4), 32, 8, 5)
-    backbone.build()
-    g_optimizer, d_optimizer = build_optimizers(backbone, total_steps=10, decay_start=0.6)
-    for optimizer, rate in ((g_optimizer, 1e-4), (d_optimizer, 4e-4)):
-        optimizer.iterations.assign(8)
-        np.testing.assert_allclose(float(optimizer.learning_rate), rate / 2, rtol=1e-6)
-    constant, _ = build_optimizers(backbone, total_steps=10)
-    constant.iterations.assign(9)
-    np.testing.assert_allclose(float(constant.learning_rate), 1e-4, rtol=1e-6)

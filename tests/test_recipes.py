@@ -92,10 +92,6 @@ def test_recipe_dirs_env(tmp_path, monkeypatch):
     assert recipes.load_recipe("mine").data.path == Path("data/cub")
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lr_decay_start=1.5", r"train.lr_decay_start: must be in \[0, 1\], got 1.5"),
-    ("train.mode_seeking_weight=-1", "train.mode_seeking_weight: must be zero or positive"),
-])
-def test_out_of_range_training_options_name_their_key(override, message):
-    with pytest.raises(UserError, match=message):
-        recipes.load_recipe("shapes", [override])
+def test_an_out_of_range_training_option_names_its_key():
+    with pytest.raises(UserError, match="train.mode_seeking_weight: must be zero or positive, got -1"):
+        recipes.load_recipe("shapes", ["train.mode_seeking_weight=-1"])

@@ -145,9 +145,6 @@ class TrainConfig:
     # MSGAN's mode seeking term on a quarter of each batch, drawn again with new noise (0 = off, as every official
     # backbone): a generator that draws one image per caption pays weight / (image gap / noise gap)
     mode_seeking_weight: float = 0.0
-    # the share of the run after which G's and D's learning rates fall linearly to zero by the last step (1.0: they
-    # stay constant, as in every official backbone)
-    lr_decay_start: float = 1.0
 
     def validate(self) -> None:
         for key in ("epochs", "log_every", "checkpoint_every", "keep_checkpoints", "sample_every", "sample_captions",
@@ -157,8 +154,6 @@ class TrainConfig:
             raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
         if not self.mode_seeking_weight >= 0:
             raise ValueError(f"mode_seeking_weight: must be zero or positive, got {self.mode_seeking_weight}")
-        if not 0.0 <= self.lr_decay_start <= 1.0:
-            raise ValueError(f"lr_decay_start: must be in [0, 1], got {self.lr_decay_start}")
 
 
 @dataclass

@@ -10,7 +10,6 @@ generator weights is kept for sampling.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import keras
@@ -36,9 +35,9 @@ class GANPhase(Phase):
     name = "train"
 
     def __init__(self, recipe: Recipe, vocab: Vocabulary, manifest: dict, data_dir: Path, run: RunDir,
-                 encoders_dir: Path, total_steps: int = 0):
+                 encoders_dir: Path):
         self.recipe, self.vocab, self.manifest, self.data_dir, self.run = recipe, vocab, manifest, data_dir, run
-        self.encoders_dir, self.total_steps = encoders_dir, total_steps
+        self.encoders_dir = encoders_dir
         self.paired = recipe.contrastive.enabled
         self.multi_label = bool(manifest["multi_label"])
         self.images_per_step = branches.images_per_step(recipe)
@@ -57,8 +56,7 @@ class GANPhase(Phase):
         self.label_head = None
         if self.paired and self.recipe.contrastive.loss == "classifier":
             self.label_head = branches.label_head(len(self.manifest["classes"]), info["text_dim"], "gan_label_head")
-        self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone, self.head_variables,
-                                                              self.total_steps, self.recipe.train.lr_decay_start)
+        self.g_optimizer, self.d_optimizer = build_optimizers(self.backbone, self.head_variables)
         self.ema_generator = self.backbone.build_generator()
         self.ema_generator.set_weights(self.generator.get_weights())
         self.sizes = sorted(self.recipe.model.image_sizes(self.recipe.data.image_size))
@@ -202,30 +200,11 @@ class GANPhase(Phase):
         pass  # the EMA generator lives in the checkpoint; `t2ictl export` writes the servable model
 
 
-class LinearTail(keras.optimizers.schedules.LearningRateSchedule):
-    """`initial` until step `start`, then falling linearly to zero at step `end`."""
-
-    def __init__(self, initial: float, start: int, end: int):
-        self.initial, self.start, self.end = initial, start, end
-
-    def __call__(self, step):
-        left = (float(self.end) - tf.cast(step, tf.float32)) / float(max(self.end - self.start, 1))
-        return self.initial * tf.clip_by_value(left, 0.0, 1.0)
-
-    def get_config(self):
-        return {"initial": self.initial, "start": self.start, "end": self.end}
-
-
-def build_optimizers(backbone: backbones.Backbone, extra_d_variables: list | None = None, total_steps: int = 0,
-                     decay_start: float = 1.0) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
-    """The generator's and the discriminators' Adam, as the backbone sets them (decaying linearly to zero over the
-    last 1 - decay_start of total_steps when decay_start < 1), wrapped for loss scaling under a float16 policy, and
-    built now so that a restore finds every variable (a loss-scale wrapper has its own)."""
+def build_optimizers(backbone: backbones.Backbone, extra_d_variables: list | None = None
+                     ) -> tuple[keras.optimizers.Optimizer, keras.optimizers.Optimizer]:
+    """The generator's and the discriminators' Adam, as the backbone sets them, wrapped for loss scaling under a
+    float16 policy, and built now so that a restore finds every variable (a loss-scale wrapper has its own)."""
     g_settings, d_settings = backbone.optimizer_settings()
-    if decay_start < 1.0 and total_steps > 0:  # a caller that knows no run length (bench, imports) gets constant rates
-        start = int(round(decay_start * total_steps))
-        g_settings, d_settings = (dataclasses.replace(s, learning_rate=LinearTail(s.learning_rate, start, total_steps))
-                                  for s in (g_settings, d_settings))
     g_optimizer, d_optimizer = _adam(g_settings, "g_adam"), _adam(d_settings, "d_adam")
     g_optimizer.build(backbone.generator.trainable_variables)
     d_optimizer.build(backbone.discriminator_variables + (extra_d_variables or []))
@@ -258,6 +237,6 @@ def train(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
     note = branches.positives_note(manifest, recipe)
     if note:
         console.print(note, markup=False)
-    phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, run.encoders_for(recipe), schedule.total_steps)
+    phase = GANPhase(recipe, run.vocab(), manifest, data_dir, run, run.encoders_for(recipe))
     return loop.run(phase, branches.dataset_fn(data_dir, recipe, run.vocab()), run, schedule, strategy,
                     jit_compile=recipe.runtime.xla)
