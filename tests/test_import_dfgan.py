@@ -105,6 +105,7 @@ def test_the_run_keeps_the_official_architecture(imported):
                                                                                                    Z_DIM, SIZE)
     assert recipe.model.d_gate_init == 0.0 and recipe.model.project_condition is False  # the shapes recipe's are off
     assert recipe.model.projection_head is False and recipe.model.augment == []
+    assert recipe.model.damsm_weight == 0.0
     assert recipe.contrastive.enabled is False  # no image encoder was given
     info = json.loads((imported / "encoders" / "encoders.json").read_text())
     assert info["sentence_scale"] == info["word_scale"] == 1.0

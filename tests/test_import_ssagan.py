@@ -72,6 +72,7 @@ def test_the_run_keeps_the_official_architecture(imported):
         "ssagan", NF, Z_DIM, SIZE)
     assert recipe.model.d_gate_init == 0.0
     assert recipe.model.projection_head is False and recipe.model.augment == []
+    assert recipe.model.damsm_weight == 0.05  # SSA-GAN's own DAMSM weight, not DF-GAN's 0
 
 
 def test_the_generator_equals_numpy_netg(imported):

@@ -65,9 +65,10 @@ def generator_sizes(netg: StateDict) -> dict:
     return {"nf": nf, "z_dim": netg.arrays["fc.weight"].shape[1], "image_size": 4 * 2 ** len(blocks)}
 
 
-def official_rules() -> list[str]:
-    """Overrides that put every departure of DFGANConfig (and so of SSA-GAN's) back at its official default."""
-    defaults = DFGANConfig()
+def official_rules(config_class: type[DFGANConfig] = DFGANConfig) -> list[str]:
+    """Overrides that put every departure of DFGANConfig back at the official default of `config_class` (DF-GAN's,
+    or SSA-GAN's, whose official DAMSM weight is 0.05)."""
+    defaults = config_class()
     return [f"model.{key}={json.dumps(getattr(defaults, key))}" for key in DFGANConfig.departures]
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from t2ictl.errors import UserError
 from t2ictl.interop import damsm, dfgan, mapping
 from t2ictl.interop.mapping import batch_norm, conv, dense, read_state, same
+from t2ictl.models.backbones.ssagan import SSAGANConfig
 from t2ictl.torch_files import StateDict
 
 IGNORED = r".*num_batches_tracked|" + r"block\d+\.conv_s\.(weight|bias)"  # conv_s: unused where channels stay
@@ -39,7 +40,7 @@ def generator_sizes(netg: StateDict) -> dict:
 def recipe_overrides(sizes: dict) -> list[str]:
     return ['model.backbone="ssagan"', f"model.nf={sizes['nf']}", f"model.z_dim={sizes['z_dim']}",
             f"model.affine_hidden={sizes['affine_hidden']}", f"data.image_size={sizes['image_size']}",
-            *dfgan.official_rules()]
+            *dfgan.official_rules(SSAGANConfig)]
 
 
 def _mask_predictor(layer, prefix: str) -> list[tuple]:
