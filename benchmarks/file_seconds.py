@@ -6,8 +6,8 @@
 
 import json
 import sys
-import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
+from xml.etree import ElementTree
 
 
 def file_seconds(report: str) -> dict[str, float]:
