@@ -92,7 +92,7 @@ def assert_same_run(out, phase: str) -> None:
         np.testing.assert_allclose(two[tag][0], one[tag][0], rtol=5e-5, err_msg=tag)  # the first step
     assert "g_damsm_words" not in one or abs(two["g_damsm_words"][0] / one["g_damsm_words"][0] - 1) < 5e-5
     one, two = (last_checkpoint(out / strategy, phase) for strategy in ("default", "mirrored"))
-    differences = {n: np.abs(one[n] - two[n]).max() for n, v in one.items() if v.dtype.kind == "f"}
+    differences = {n: np.abs(v - two[n]).max() for n, v in one.items() if v.dtype.kind == "f"}
     # Adam's first steps move a parameter whose gradient is near zero by about its learning rate either way, so the
     # next gradients, and the optimizers' moments, carry rounding further (SSA-GAN's scalar gates: 8e-3; beside the
     # test suite, where the two replicas sum in another order at times, AttnGAN's generator moments: 4e-2 on a scale
