@@ -189,11 +189,10 @@ def bench_sample(sampler, batch: int = 32, batches: int = 5, warmup: int = 1, re
 
     tokens = np.ones((batch, sampler.max_words), np.int32) * 2
     z = noise(batch, sampler.noise_dim, 0)
-    step = tf.function(sampler.images_from_tokens)
 
     def window():
         for _ in range(batches):
-            step(tokens, z).numpy()
+            sampler.images_from_tokens(tokens, z).numpy()
 
     return timed(window, batch * batches, warmup, repeats)
 

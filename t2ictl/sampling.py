@@ -61,8 +61,12 @@ class Sampler:
     def __init__(self, generator, text_encoder, vocab: Vocabulary, max_words: int, noise_dim: int):
         self.generator, self.text_encoder = generator, text_encoder
         self.vocab, self.max_words, self.noise_dim = vocab, max_words, noise_dim
+        # one graph for every batch size: run eagerly, Keras's per-layer overhead (the LSTM's above all) costs more
+        # than the small generators' arithmetic
+        self.images_from_tokens = tf.function(self._images_from_tokens, input_signature=[
+            tf.TensorSpec([None, max_words], tf.int32), tf.TensorSpec([None, noise_dim], tf.float32)])
 
-    def images_from_tokens(self, tokens, z) -> tf.Tensor:
+    def _images_from_tokens(self, tokens, z) -> tf.Tensor:
         out = self.generator(text_features(self.text_encoder, tokens).generator_inputs(z), training=False)
         return to_uint8(out["images"][-1])
 
@@ -70,7 +74,7 @@ class Sampler:
                batch_size: int = 64) -> np.ndarray:
         """uint8 images [len(captions), per_caption, S, S, 3]; noise row r*per_caption+k goes to caption r."""
         tokens, _ = tokenize_captions(captions, self.vocab, self.max_words)
-        tokens = np.repeat(tokens, per_caption, axis=0)
+        tokens = np.repeat(tokens, per_caption, axis=0).astype(np.int32)
         z = noise(len(tokens), self.noise_dim, seed, truncation)
         chunks = [self.images_from_tokens(tokens[i:i + batch_size], z[i:i + batch_size]).numpy()
                   for i in range(0, len(tokens), batch_size)]

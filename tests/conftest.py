@@ -6,6 +6,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import functools  # noqa: E402
 import http.server  # noqa: E402
 import json  # noqa: E402
+import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -20,6 +21,15 @@ def pytest_collection_modifyitems(items):
     Files not yet measured count as the slowest; benchmarks/file_seconds.py writes tests/file_seconds.json anew."""
     seconds = json.loads((Path(__file__).with_name("file_seconds.json")).read_text())
     items.sort(key=lambda item: -seconds.get(item.path.name, float("inf")))
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """Every test starts under Keras's float32 dtype policy. Training sets the process-wide policy from
+    runtime.precision (`auto` is bfloat16 on a CPU with AVX-512 BF16), and a command's process ends with it; in a test
+    worker it would carry over, from a fixture or an earlier file, into the models of the next test."""
+    if "keras" in sys.modules:
+        sys.modules["keras"].mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +144,22 @@ def alternating_gan_step(backbone, real: dict, noise, text):
 def short_run(shapes_data, tmp_path_factory):
     """A run of the tiny recipe on `shapes_data`, pretrained and trained (read only)."""
     return trained_run(shapes_data, tmp_path_factory.mktemp("gan") / "run")
+
+
+def assert_same_checkpoint(expected: dict, actual: dict, median_below: float) -> None:
+    """Two checkpoints of one run, computed on two layouts, agree up to the order of float sums. Adam's first steps move
+    a parameter whose gradient is near zero by about its learning rate either way, so the rounding grows in the next
+    gradients and most in the optimizers' moments (beside the test suite, where two replicas sum in another order at
+    times: AttnGAN's generator moments 4e-2 on a scale of 3, SSA-GAN's scalar gates 8e-3, every weight within 4e-4).
+    So the median covers every float, the moments included, and the largest difference the models' variables."""
+    import numpy as np
+
+    assert expected.keys() == actual.keys()
+    differences = {name: np.abs(actual[name] - value).max() for name, value in expected.items()
+                   if value.dtype.kind == "f"}
+    median = np.median(list(differences.values()))
+    largest = max(d for name, d in differences.items() if "optimizer" not in name)
+    assert median < median_below and largest < 2e-2, (median, largest)
 
 
 # -- a local HTTP server for the download paths -------------------------------------------------------------------

@@ -32,8 +32,8 @@ def colour_match_error(sampler, data_dir, recipe, vocab) -> float:
 
 
 def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
-    overrides = ("model.nf=16", "data.batch_size=8", "pretrain.epochs=60", "train.epochs=300", "train.log_every=10",
-                 "train.ema_decay=0.9", "train.eval_every=200")
+    overrides = ("model.nf=16", "data.batch_size=8", "pretrain.epochs=60", "pretrain.eval_every=30", "train.epochs=300",
+                 "train.log_every=10", "train.ema_decay=0.9", "train.eval_every=200")
     recipe = tiny_recipe(few_shapes, *overrides)
     untrained_run = tmp_path / "untrained"
     trained = trained_run(few_shapes, tmp_path / "run", *overrides)
@@ -46,6 +46,8 @@ def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
     supcon = scalars(trained, "supcon")
     quarter = len(supcon) // 4
     assert np.mean(supcon[-quarter:]) < np.mean(supcon[:quarter]), supcon
+    evaluations = [scalars(trained, "eval/text_to_image_r1", "pretrain"), scalars(trained, "eval/shape_accuracy")]
+    assert [len(values) for values in evaluations] == [2, 2]  # every eval_every-th epoch of each phase
 
 
 def test_same_seed_same_images_other_caption_other_images(short_run):

@@ -193,11 +193,8 @@ def test_the_training_report_writes_the_same_captioned_grid_to_samples_and_tenso
     from t2ictl.training import gan
 
     monkeypatch.setattr(gan, "held_out_captions", lambda data_dir, recipe, vocab, count: SHORT)
-    monkeypatch.setattr(sampling, "Sampler", FakeSampler)
-    phase = SimpleNamespace(data_dir=None, vocab=None, run=SimpleNamespace(path=tmp_path), ema_generator=None,
-                            encoders=SimpleNamespace(text=None), backbone=SimpleNamespace(noise_dim=8),
-                            recipe=SimpleNamespace(train=SimpleNamespace(sample_captions=2),
-                                                   data=SimpleNamespace(max_words=12)))
+    phase = SimpleNamespace(data_dir=None, vocab=None, run=SimpleNamespace(path=tmp_path), sampler=FakeSampler,
+                            recipe=SimpleNamespace(train=SimpleNamespace(sample_captions=2)))
     with tf.summary.create_file_writer(str(tmp_path / "logs")).as_default():
         gan.GANPhase.report(phase, 7)
     written = tf.io.decode_png((tmp_path / "samples" / "step-0000007.png").read_bytes()).numpy()

@@ -259,7 +259,7 @@ def test_coco_with_a_val_side_missing_one_file_is_one_clear_error(coco, tmp_path
 SHORT_64PX = [
     "data.image_size=64", "data.batch_size=16", "pretrain.image_trunk=small", "pretrain.image_weights=none",
     "pretrain.small_trunk_width=16", "pretrain.text_dim=64", "pretrain.embedding_dim=32", "pretrain.epochs=12",
-    "pretrain.eval_examples=100", "pretrain.checkpoint_every=1000", "pretrain.log_every=6",
+    "pretrain.eval_examples=100", "pretrain.eval_every=6", "pretrain.checkpoint_every=1000", "pretrain.log_every=6",
     "model.nf=8", "train.epochs=2", "train.log_every=1", "train.checkpoint_every=1000", "train.sample_every=1000",
     "train.sample_captions=4", "runtime.precision=float32",
 ]
@@ -369,7 +369,8 @@ def test_cub_mini_as_a_users_folder_retrieves_held_out_images_above_chance(cub, 
     run_cli("prepare", "folder", "--source", str(root), "--out", str(data), "--test-fraction", "0.2")
     assert json.loads((data / "manifest.json").read_text())["splits"]["test"]["examples"] == 56
     # pretraining only: the GAN, sampling, export and score on real images are the test above's
-    settings = [*SHORT_64PX, "pretrain.epochs=20", "pretrain.small_trunk_width=32", "data.random_flip=true"]
+    settings = [*SHORT_64PX, "pretrain.epochs=20", "pretrain.eval_every=10", "pretrain.small_trunk_width=32",
+                "data.random_flip=true"]
     run_cli("pretrain", "--recipe", "folder", "--data", str(data), "--run-dir", str(run),
             *[a for item in settings for a in ("--set", item)])
     from t2ictl.runs import RunDir

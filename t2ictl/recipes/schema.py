@@ -105,13 +105,14 @@ class PretrainConfig:
     gamma2: float = 5.0
     gamma3: float = 10.0
     eval_examples: int = 1000  # held-out examples for the end-of-epoch retrieval table
+    eval_every: int = 1  # epochs between those evaluations and their checkpoints (the last epoch always)
     log_every: int = 20  # steps between TensorBoard scalars
-    checkpoint_every: int = 200  # steps between checkpoints (and one at every epoch end)
+    checkpoint_every: int = 200  # steps between checkpoints (and one with every evaluation)
     keep_checkpoints: int = 3
 
     def validate(self) -> None:
-        for key in ("epochs", "embedding_dim", "text_dim", "small_trunk_width", "eval_examples", "log_every",
-                    "checkpoint_every", "keep_checkpoints"):
+        for key in ("epochs", "embedding_dim", "text_dim", "small_trunk_width", "eval_examples", "eval_every",
+                    "log_every", "checkpoint_every", "keep_checkpoints"):
             _positive(key, getattr(self, key))
         if self.text_dim % 2:
             raise ValueError(f"text_dim: must be even (two LSTM directions), got {self.text_dim}")

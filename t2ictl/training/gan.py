@@ -41,6 +41,7 @@ class GANPhase(Phase):
         self.paired = recipe.contrastive.enabled
         self.multi_label = bool(manifest["multi_label"])
         self.images_per_step = branches.images_per_step(recipe)
+        self._sampler = None
 
     def build(self) -> None:
         self.encoders, info = runs.load_encoders(self.encoders_dir, self.recipe)
@@ -172,13 +173,20 @@ class GANPhase(Phase):
         for average, weight in zip(self.ema_generator.weights, self.generator.weights):
             average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
 
+    def sampler(self):
+        """The EMA generator's sampler, made once: its graph is traced on the first grid or evaluation."""
+        from t2ictl import sampling
+
+        if self._sampler is None:
+            self._sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab,
+                                             self.recipe.data.max_words, self.backbone.noise_dim)
+        return self._sampler
+
     def report(self, step: int) -> None:
         from t2ictl import sampling
 
         captions = held_out_captions(self.data_dir, self.recipe, self.vocab, self.recipe.train.sample_captions)
-        sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab, self.recipe.data.max_words,
-                                   self.backbone.noise_dim)
-        images = sampler.sample(captions, per_caption=4, seed=0)
+        images = self.sampler().sample(captions, per_caption=4, seed=0)
         path = self.run.path / "samples" / f"step-{step:07d}.png"
         picture = sampling.write_grid(path, images, captions)
         tf.summary.image("samples", picture[None], step=step)
@@ -188,11 +196,9 @@ class GANPhase(Phase):
 
         if self.recipe.data.dataset not in READERS:
             return {}
-        from t2ictl import sampling
         from t2ictl.evaluation.variation import shapes_variation
 
-        sampler = sampling.Sampler(self.ema_generator, self.encoders.text, self.vocab, self.recipe.data.max_words,
-                                   self.backbone.noise_dim)
+        sampler = self.sampler()
         return {**shapes_consistency(sampler, self.data_dir, self.recipe, self.vocab),
                 **shapes_variation(sampler, self.data_dir, self.recipe, self.vocab)}
 

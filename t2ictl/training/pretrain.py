@@ -226,7 +226,7 @@ def pretrain(recipe: Recipe, data_dir: Path, manifest: dict, run: RunDir,
     config = recipe.pretrain
     schedule = loop.Schedule(total_steps=config.epochs * steps_per_epoch, steps_per_epoch=steps_per_epoch,
                              log_every=config.log_every, checkpoint_every=config.checkpoint_every,
-                             keep_checkpoints=config.keep_checkpoints)
+                             keep_checkpoints=config.keep_checkpoints, eval_every=config.eval_every)
     note = branches.positives_note(manifest, recipe)
     if note:
         console.print(note, markup=False)
