@@ -32,7 +32,7 @@ def colour_match_error(sampler, data_dir, recipe, vocab) -> float:
 
 
 def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
-    overrides = ("model.nf=16", "data.batch_size=8", "pretrain.epochs=60", "pretrain.eval_every=30", "train.epochs=300",
+    overrides = ("model.nf=8", "data.batch_size=8", "pretrain.epochs=60", "pretrain.eval_every=30", "train.epochs=300",
                  "train.log_every=10", "train.ema_decay=0.9", "train.eval_every=200")
     recipe = tiny_recipe(few_shapes, *overrides)
     untrained_run = tmp_path / "untrained"
@@ -42,7 +42,7 @@ def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
     shutil.copytree(tmp_path / "run" / "encoders", untrained_run / "encoders")  # the same encoders, one GAN step
     untrained = trained_run(few_shapes, untrained_run, *overrides[:3], "train.epochs=1", "train.log_every=1")
     before = colour_match_error(runs.open_generator(untrained)[0], few_shapes, recipe, trained.vocab())
-    assert after < 0.9 * before, (before, after)
+    assert after < 0.9 * before, (before, after)  # after / before: 0.67 here
     supcon = scalars(trained, "supcon")
     quarter = len(supcon) // 4
     assert np.mean(supcon[-quarter:]) < np.mean(supcon[:quarter]), supcon

@@ -48,13 +48,12 @@ def logged_steps(run, tag: str) -> list[int]:
 STEPS_PER_EPOCH = 8  # shapes_data: 256 training images, 16 + 16 per step
 
 
-@pytest.mark.parametrize("policies", [("float32", "mixed_float16", "mixed_bfloat16"),
-                                      ("mixed_float16", "mixed_bfloat16")])
-def test_mixed_precision_runs_train_and_resume_in_another_precision(policies, short_run, shapes_data, tmp_path,
-                                                                    capsys):
+def test_mixed_precision_runs_train_and_resume_in_another_precision(short_run, shapes_data, tmp_path, capsys):
     """The tiny GAN phase an epoch under each policy in turn, each resumed from the last: finite losses, the step and
     Adam's state go on, a float16 run saves its loss scale beside Adam's state, and a float16 run resumed from a
-    checkpoint without one starts the loss scale afresh and says so."""
+    checkpoint without one (the third epoch, not the first, which starts the run) starts the loss scale afresh and
+    says so."""
+    policies = ("mixed_float16", "float32", "mixed_float16", "mixed_bfloat16")
     shutil.copytree(short_run.path / "encoders", tmp_path / "run" / "encoders")
     shutil.copyfile(short_run.path / "vocab.json", tmp_path / "run" / "vocab.json")
     iterations = []
@@ -79,7 +78,7 @@ def test_mixed_precision_runs_train_and_resume_in_another_precision(policies, sh
     out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
     for before, after in zip(policies, policies[1:]):
         assert f"runtime.precision = '{after}' (was '{before}')" in out
-    assert ("the loss scale starts afresh" in out) is (policies[0] != "mixed_float16")
+    assert out.count("the loss scale starts afresh") == 1
 
 
 def test_an_xla_compiled_gan_step_computes_what_the_plain_one_does(shapes_data):
