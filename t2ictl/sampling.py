@@ -61,8 +61,8 @@ class Sampler:
     def __init__(self, generator, text_encoder, vocab: Vocabulary, max_words: int, noise_dim: int):
         self.generator, self.text_encoder = generator, text_encoder
         self.vocab, self.max_words, self.noise_dim = vocab, max_words, noise_dim
-        # one graph for every batch size: run eagerly, Keras's per-layer overhead (the LSTM's above all) costs more
-        # than the small generators' arithmetic
+        # traced once for any batch: eagerly, Keras's per-layer overhead (the LSTM's above all) costs more than a
+        # small generator's arithmetic
         self.images_from_tokens = tf.function(self._images_from_tokens, input_signature=[
             tf.TensorSpec([None, max_words], tf.int32), tf.TensorSpec([None, noise_dim], tf.float32)])
 
