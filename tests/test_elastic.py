@@ -11,7 +11,7 @@ import textwrap
 
 import numpy as np
 import tensorflow as tf
-from conftest import TINY, assert_same_checkpoint
+from conftest import TINY, checkpoint_differences
 from test_distribute import free_ports
 
 
@@ -82,9 +82,14 @@ def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_
     assert "replicas: 2" in out and "replicas: 1" in out
     for epochs in (2, 3, 4):  # after the workers, after one device, after two replicas again
         expected, continued = (values_at(run, epochs * STEPS_PER_EPOCH) for run in (straight, moved))
-        assert any("ema_generator" in name for name in expected) and any("d_optimizer" in name for name in expected)
-        assert_same_checkpoint(expected, continued, median_below=1e-4)
-    floats = [name for name, value in expected.items() if value.dtype.kind == "f"]
+        differences = checkpoint_differences(expected, continued)
+        assert any("ema_generator" in name for name in differences)
+        assert any("d_optimizer" in name for name in differences)
+        # 2e-6 at most on an idle machine; beside the test suite the two-replica runs sum in another order at times,
+        # and Adam turns that into up to 5e-3 where a gradient is near zero
+        median, largest = np.median(list(differences.values())), max(differences.values())
+        assert median < 1e-4 and largest < 2e-2, (epochs, median, largest)
+    floats = list(differences)
     second_epoch = values_at(straight, 2 * STEPS_PER_EPOCH)
     assert max(np.abs(expected[n] - second_epoch[n]).max() for n in floats) > 1e-2  # the later epochs trained
     iterations = [int(continued[next(n for n in continued if n.startswith(f"{o}/") and "iterations" in n)])
