@@ -7,15 +7,16 @@ function called eagerly, layer by layer (what it ran before 2026-12-06). Median 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from t2ictl import startup
 
-from t2ictl import runs  # noqa: E402
-from t2ictl.evaluation.consistency import held_out  # noqa: E402
+startup.start_tensorflow()  # before anything imports TensorFlow, so that its start-up notices stay quiet
+
+from t2ictl import runs
+from t2ictl.evaluation.consistency import held_out
 
 
 def seconds_per_call(sampler, captions: list[str], calls: int = 6) -> tuple[float, float]:
