@@ -131,6 +131,30 @@ def test_the_report_holds_every_run_and_compares_arms_seed_by_seed(tmp_path):
     assert (np.all(picture == chart.POINT, axis=2)).sum() >= 5 * 9 * chart.SCALE ** 2  # five seeds drawn as points
 
 
+def test_a_two_key_grid_reports_each_key_with_the_other_held(tmp_path):
+    built = grid.build_grid("shapes", [], grid.parse_vary(["pretrain.epochs=3,6", "contrastive.enabled=false,true"]),
+                            [0, 1, 2])
+    assert [arm.overrides for arm in built.arms] == [
+        ("pretrain.epochs=3", "contrastive.enabled=false"), ("pretrain.epochs=3", "contrastive.enabled=true"),
+        ("pretrain.epochs=6", "contrastive.enabled=false"), ("pretrain.epochs=6", "contrastive.enabled=true")]
+    accuracy = {(arm, seed): 0.1 * arm + 0.01 * seed * seed for arm in range(1, 5) for seed in range(3)}
+    for run in built.runs:
+        _fake_run(tmp_path, run, {"shape_accuracy": accuracy[(run.arm.index, run.seed)]})
+    written = report.write(built, report.collect(built, tmp_path), tmp_path, {"recipe": "shapes"})
+    saved = json.loads((tmp_path / report.RESULTS).read_text())["contrasts"]["shape_accuracy"]
+    assert [(row["arm"], row["reference"]) for row in saved] == [(3, 1), (4, 2), (2, 1), (4, 3)]
+    framework_at_6 = saved[3]
+    assert framework_at_6["contrast"] == "contrastive.enabled=true vs false, at pretrain.epochs=6"
+    assert framework_at_6["difference"] == pytest.approx(0.1) and framework_at_6["n"] == 3
+    # every seed differs by exactly 0.1: no spread, so the test calls it certain
+    assert framework_at_6["p_value"] == 0.0 and framework_at_6["low"] == pytest.approx(0.1)
+    assert written["summary"]["shape_accuracy"][3]["paired_vs_arm_1"]["difference"] == pytest.approx(0.3)
+    text = (tmp_path / "results.md").read_text()
+    assert "| contrastive.enabled=true vs false, at pretrain.epochs=6 (arm 4 vs 3) | 3 | +0.1 |" in text
+    one_key = grid.build_grid("shapes", [], grid.parse_vary(["contrastive.enabled=false,true"]), [0])
+    assert report.contrasts(one_key) == []  # one key: the arm-1 table is already every contrast
+
+
 def _hold_lock(path, seconds, started):
     with runner.folder_lock(Path(path), "waiting"):
         started.set()

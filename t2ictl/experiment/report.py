@@ -1,5 +1,6 @@
 """What an experiment shows: every finished run's scores gathered into results.json, a table per metric (mean ± std
-over seeds, change against the first arm, paired t-test and its 95% interval), the same as Markdown, and a chart."""
+over seeds, change against the first arm, paired t-test and its 95% interval), with two or more varied keys each
+key's effect at every setting of the others, the same as Markdown, and a chart."""
 
 from __future__ import annotations
 
@@ -59,6 +60,37 @@ def arm_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
     return rows
 
 
+def contrasts(grid: Grid) -> list[tuple[str, int, int]]:
+    """With two or more varied keys: (label, arm, reference arm) for each value of a key against that key's first
+    value, every other key held where it is (a 2 x 2 grid gives the framework's effect at each pretraining length)."""
+    if not grid.arms or len(grid.arms[0].overrides) < 2:
+        return []
+    first = grid.arms[0].overrides
+    by_overrides = {arm.overrides: arm.index for arm in grid.arms}
+    pairs = []
+    for position, reference_value in enumerate(first):
+        for arm in grid.arms:
+            if arm.overrides[position] == reference_value:
+                continue
+            reference = arm.overrides[:position] + (reference_value,) + arm.overrides[position + 1:]
+            held = ", ".join(o for i, o in enumerate(arm.overrides) if i != position)
+            label = f"{arm.overrides[position]} vs {reference_value.split('=', 1)[1]}, at {held}"
+            pairs.append((label, arm.index, by_overrides[reference]))
+    return pairs
+
+
+def contrast_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
+    """Rows per contrast: the paired comparison over the seeds both arms finished."""
+    by_arm = {arm.index: {r["seed"]: r["metrics"][metric] for r in records
+                          if r["arm"] == arm.index and metric in r["metrics"]} for arm in grid.arms}
+    rows = []
+    for label, arm, reference in contrasts(grid):
+        result = paired(by_arm[arm], by_arm[reference])
+        if result is not None:
+            rows.append({"contrast": label, "arm": arm, "reference": reference, "paired": result})
+    return rows
+
+
 def budget_line(grid: Grid, steps: dict[int, int]) -> str:
     images = sorted({run.images_per_step for run in grid.runs})
     step_counts = sorted(set(steps.values()))
@@ -68,23 +100,32 @@ def budget_line(grid: Grid, steps: dict[int, int]) -> str:
             f"batch of 2B), {counted} GAN steps per run")
 
 
+def comparison_cells(p) -> list[str]:
+    """The change, its 95% interval and p of a paired comparison, as table cells."""
+    if p is None:
+        return ["(baseline)"] * 3
+    change = f"{p.relative:+.1%}" if not math.isnan(p.relative) else f"{p.difference:+.4g}"
+    interval = "" if math.isnan(p.low) else f"[{p.low:+.4g}, {p.high:+.4g}]"
+    return [change, interval, "" if math.isnan(p.p_value) else f"{p.p_value:.3f}"]
+
+
 def text_rows(rows: list[dict], names: bool = True) -> list[list[str]]:
     table = []
     for row in rows:
-        s, p = row["summary"], row["paired"]
+        s = row["summary"]
         spread = "" if math.isnan(s.std) else f" ± {s.std:.2g}"
-        if p is None:
-            change = interval = p_text = "(baseline)"
-        else:
-            change = f"{p.relative:+.1%}" if not math.isnan(p.relative) else f"{p.difference:+.4g}"
-            interval = "" if math.isnan(p.low) else f"[{p.low:+.4g}, {p.high:+.4g}]"
-            p_text = "" if math.isnan(p.p_value) else f"{p.p_value:.3f}"
         arm = f"{row['arm']}: {row['name']}" if names else str(row["arm"])
-        table.append([arm, str(s.n), f"{s.mean:.4g}{spread}", change, interval, p_text])
+        table.append([arm, str(s.n), f"{s.mean:.4g}{spread}", *comparison_cells(row["paired"])])
     return table
 
 
+def contrast_rows(rows: list[dict]) -> list[list[str]]:
+    return [[f"{row['contrast']} (arm {row['arm']} vs {row['reference']})", str(row["paired"].n),
+             f"{row['paired'].difference:+.4g}", *comparison_cells(row["paired"])] for row in rows]
+
+
 COLUMNS = ["arm", "seeds", "mean ± std", "vs arm 1", "95% CI of the difference", "p (paired t)"]
+CONTRAST_COLUMNS = ["one key changed, the others held", "seeds", "difference", "relative", "95% CI", "p (paired t)"]
 
 
 def caveat(seeds: int) -> str:
@@ -104,6 +145,11 @@ def markdown(grid: Grid, records: list[dict], budget: str) -> str:
                   "|" + " --- |" * len(COLUMNS)]
         lines += ["| " + " | ".join(row) + " |" for row in text_rows(arm_table(grid, records, metric))]
         lines.append("")
+        within = contrast_rows(contrast_table(grid, records, metric))
+        if within:
+            lines += ["| " + " | ".join(CONTRAST_COLUMNS) + " |", "|" + " --- |" * len(CONTRAST_COLUMNS)]
+            lines += ["| " + " | ".join(row) + " |" for row in within]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -127,10 +173,13 @@ def write(grid: Grid, records: list[dict], out: Path, setup: dict) -> dict:
                          "std": row["summary"].std, "n": row["summary"].n,
                          "paired_vs_arm_1": None if row["paired"] is None else vars(row["paired"])}
                         for row in arm_table(grid, records, metric)] for metric in metric_names(records)}
+    within = {metric: [{"contrast": row["contrast"], "arm": row["arm"], "reference": row["reference"],
+                        **vars(row["paired"])} for row in contrast_table(grid, records, metric)]
+              for metric in metric_names(records)}
     fileio.write_json(out / RESULTS, {"experiment": {**setup, "budget": budget,
                                                      "arms": [{"arm": a.index, "overrides": list(a.overrides)}
                                                               for a in grid.arms]},
-                                      "summary": summary, "runs": records,
+                                      "summary": summary, "contrasts": within, "runs": records,
                                       "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     fileio.write_text(out / "results.md", markdown(grid, records, budget))
     panels = [(metric, [(f"{row['arm']}", list(row["values"].values())) for row in arm_table(grid, records, metric)])
