@@ -44,10 +44,15 @@ def metric_names(records: list[dict]) -> list[str]:
     return names
 
 
+def values_by_arm(grid: Grid, records: list[dict], metric: str) -> dict[int, dict[int, float]]:
+    """{arm: {seed: value}} of one metric over the finished runs."""
+    return {arm.index: {r["seed"]: r["metrics"][metric] for r in records
+                        if r["arm"] == arm.index and metric in r["metrics"]} for arm in grid.arms}
+
+
 def arm_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
     """Rows per arm: the summary over seeds and the paired comparison with arm 1."""
-    by_arm = {arm.index: {r["seed"]: r["metrics"][metric] for r in records
-                          if r["arm"] == arm.index and metric in r["metrics"]} for arm in grid.arms}
+    by_arm = values_by_arm(grid, records, metric)
     baseline = by_arm[grid.arms[0].index]
     rows = []
     for arm in grid.arms:
@@ -81,8 +86,7 @@ def contrasts(grid: Grid) -> list[tuple[str, int, int]]:
 
 def contrast_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
     """Rows per contrast: the paired comparison over the seeds both arms finished."""
-    by_arm = {arm.index: {r["seed"]: r["metrics"][metric] for r in records
-                          if r["arm"] == arm.index and metric in r["metrics"]} for arm in grid.arms}
+    by_arm = values_by_arm(grid, records, metric)
     rows = []
     for label, arm, reference in contrasts(grid):
         result = paired(by_arm[arm], by_arm[reference])
