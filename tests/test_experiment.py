@@ -131,28 +131,56 @@ def test_the_report_holds_every_run_and_compares_arms_seed_by_seed(tmp_path):
     assert (np.all(picture == chart.POINT, axis=2)).sum() >= 5 * 9 * chart.SCALE ** 2  # five seeds drawn as points
 
 
-def test_a_two_key_grid_reports_each_key_with_the_other_held(tmp_path):
+def test_a_two_key_grid_reports_each_key_with_the_other_held_and_their_interaction(tmp_path):
     built = grid.build_grid("shapes", [], grid.parse_vary(["pretrain.epochs=3,6", "contrastive.enabled=false,true"]),
                             [0, 1, 2])
     assert [arm.overrides for arm in built.arms] == [
         ("pretrain.epochs=3", "contrastive.enabled=false"), ("pretrain.epochs=3", "contrastive.enabled=true"),
         ("pretrain.epochs=6", "contrastive.enabled=false"), ("pretrain.epochs=6", "contrastive.enabled=true")]
-    accuracy = {(arm, seed): 0.1 * arm + 0.01 * seed * seed for arm in range(1, 5) for seed in range(3)}
+    # binary fractions, so that every difference is exact: the framework adds 0.25 at 3 epochs and 0.125 at 6,
+    # six epochs add 0.5 without it; seeds shift every arm alike, except arm 4 at seed 2 (spread in the interaction)
+    accuracy = {1: 0.0, 2: 0.25, 3: 0.5, 4: 0.625}
     for run in built.runs:
-        _fake_run(tmp_path, run, {"shape_accuracy": accuracy[(run.arm.index, run.seed)]})
+        extra = 0.0625 if (run.arm.index, run.seed) == (4, 2) else 0.0
+        _fake_run(tmp_path, run, {"shape_accuracy": accuracy[run.arm.index] + 0.125 * run.seed + extra})
     written = report.write(built, report.collect(built, tmp_path), tmp_path, {"recipe": "shapes"})
     saved = json.loads((tmp_path / report.RESULTS).read_text())["contrasts"]["shape_accuracy"]
-    assert [(row["arm"], row["reference"]) for row in saved] == [(3, 1), (4, 2), (2, 1), (4, 3)]
-    framework_at_6 = saved[3]
-    assert framework_at_6["contrast"] == "contrastive.enabled=true vs false, at pretrain.epochs=6"
-    assert framework_at_6["difference"] == pytest.approx(0.1) and framework_at_6["n"] == 3
-    # every seed differs by exactly 0.1: no spread, so the test calls it certain
-    assert framework_at_6["p_value"] == 0.0 and framework_at_6["low"] == pytest.approx(0.1)
-    assert written["summary"]["shape_accuracy"][3]["paired_vs_arm_1"]["difference"] == pytest.approx(0.3)
+    assert saved == json.loads(json.dumps(written["contrasts"]["shape_accuracy"]))
+    assert [row["arms"] for row in saved] == [[3, 1], [4, 2], [2, 1], [4, 3], [4, 2, 3, 1]]
+    assert saved[3]["contrast"] == "contrastive.enabled=true vs false, at pretrain.epochs=6"
+    assert [row["difference"] for row in saved[:3]] == pytest.approx([0.5, 0.375 + 0.0625 / 3, 0.25])
+    assert saved[2]["p_value"] == 0.0 and saved[2]["low"] == saved[2]["high"] == 0.25  # the same on every seed
+    interaction = saved[4]
+    per_seed = np.array([-0.125, -0.125, -0.0625])  # (arm 4 - arm 2) - (arm 3 - arm 1), seed by seed
+    assert interaction["difference"] == pytest.approx(per_seed.mean())
+    assert interaction["p_value"] == pytest.approx(stats.ttest_1samp(per_seed, 0.0).pvalue, rel=1e-10)
     text = (tmp_path / "results.md").read_text()
-    assert "| contrastive.enabled=true vs false, at pretrain.epochs=6 (arm 4 vs 3) | 3 | +0.1 |" in text
-    one_key = grid.build_grid("shapes", [], grid.parse_vary(["contrastive.enabled=false,true"]), [0])
-    assert report.contrasts(one_key) == []  # one key: the arm-1 table is already every contrast
+    assert "| contrastive.enabled=true vs false, at pretrain.epochs=6 (arm 4 vs 3) | 3 | +0.1458 |" in text
+    assert "interaction of pretrain.epochs=6 and contrastive.enabled=true" in text
+    assert "Each metric below has 8 tests, none corrected" in text  # 3 against arm 1, 4 contrasts, 1 interaction
+
+
+def test_contrasts_hold_every_other_key_and_say_where_seeds_are_missing(tmp_path):
+    built = grid.build_grid("shapes", [], grid.parse_vary(
+        ["train.epochs=1,2,3", "contrastive.enabled=false,true", "model.nf=8,16"]), [0, 1])
+    arms = {arm.overrides: arm.index for arm in built.arms}
+    pairs = {(label, arm, reference) for label, arm, reference in report.contrasts(built)}
+    assert len(pairs) == 2 * (2 * 2) + 1 * (3 * 2) + 1 * (3 * 2)  # each changed value, at every setting of the rest
+    # the third value of a three-valued key is compared with its first, the other two keys held
+    assert ("train.epochs=3 vs 1, at contrastive.enabled=true, model.nf=16",
+            arms[("train.epochs=3", "contrastive.enabled=true", "model.nf=16")],
+            arms[("train.epochs=1", "contrastive.enabled=true", "model.nf=16")]) in pairs
+    assert len(report.interactions(built)) == 2 * 1 + 2 * 1 + 1 * 1
+    assert report.contrasts(grid.build_grid("shapes", [], grid.parse_vary(["contrastive.enabled=false,true"]),
+                                            [0])) == []  # one key: the table against arm 1 is every contrast
+    two_by_two = grid.build_grid("shapes", [], grid.parse_vary(["pretrain.epochs=3,6",
+                                                                "contrastive.enabled=false,true"]), [0])
+    for run in two_by_two.runs[1:]:  # arm 1 never finished, as when another slice runs it
+        _fake_run(tmp_path, run, {"shape_accuracy": 0.5})
+    report.write(two_by_two, report.collect(two_by_two, tmp_path), tmp_path, {"recipe": "shapes"})
+    text = (tmp_path / "results.md").read_text()
+    assert text.count("no seed in common with arm 1") == 3 and "(baseline)" not in text
+    assert "at contrastive.enabled=false (arm 3 vs 1) | 0 |  | no seed finished in all of these arms" in text
 
 
 def _hold_lock(path, seconds, started):

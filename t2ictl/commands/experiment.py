@@ -42,7 +42,7 @@ def experiment(
     framework get data.batch_size = 2B, so every step sees 2B images and every run as many steps. Then the finished
     runs are compared: OUT/results.json (every figure and its protocol), OUT/results.md (mean ± std per arm, change
     against arm 1, paired t-test over seeds and its 95% interval; with two or more --vary keys, also each key's
-    change with the others held), OUT/results.png (seeds as points)."""
+    change with the others held, and how much one key's change depends on another), OUT/results.png (seeds as points)."""
     from t2ictl.experiment import grid as grids
     from t2ictl.experiment import report, runner
 

@@ -1,9 +1,10 @@
 """What an experiment shows: every finished run's scores gathered into results.json, a table per metric (mean ± std
 over seeds, change against the first arm, paired t-test and its 95% interval), with two or more varied keys each
-key's effect at every setting of the others, the same as Markdown, and a chart."""
+key's effect at every setting of the others and their interactions, the same as Markdown, and a chart."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -60,7 +61,8 @@ def arm_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
         if not values:
             continue
         row = {"arm": arm.index, "name": arm.name, "values": values, "summary": summarize(list(values.values()))}
-        row["paired"] = paired(values, baseline) if arm.index != grid.arms[0].index else None
+        row["baseline"] = arm.index == grid.arms[0].index
+        row["paired"] = None if row["baseline"] else paired(values, baseline)
         rows.append(row)
     return rows
 
@@ -84,14 +86,39 @@ def contrasts(grid: Grid) -> list[tuple[str, int, int]]:
     return pairs
 
 
-def contrast_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
-    """Rows per contrast: the paired comparison over the seeds both arms finished."""
-    by_arm = values_by_arm(grid, records, metric)
+def interactions(grid: Grid) -> list[tuple[str, tuple[int, int], tuple[int, int]]]:
+    """For two keys changed together, the other keys at their first values: (label, (arm, its reference) with the
+    second key changed, the same with it at its first value). Their difference says whether one key's effect depends
+    on the other (is the framework's lead smaller after a longer pretraining?)."""
+    first = grid.arms[0].overrides if grid.arms else ()
+    by_overrides = {arm.overrides: arm.index for arm in grid.arms}
+    values = [sorted({arm.overrides[i] for arm in grid.arms}, key=[a.overrides[i] for a in grid.arms].index)
+              for i in range(len(first))]
     rows = []
-    for label, arm, reference in contrasts(grid):
-        result = paired(by_arm[arm], by_arm[reference])
-        if result is not None:
-            rows.append({"contrast": label, "arm": arm, "reference": reference, "paired": result})
+    for i, j in itertools.combinations(range(len(first)), 2):
+        for changed in values[i][1:]:
+            for held in values[j][1:]:
+                def arm(a, b, i=i, j=j):
+                    overrides = list(first)
+                    overrides[i], overrides[j] = a, b
+                    return by_overrides[tuple(overrides)]
+                label = (f"interaction of {changed} and {held} (the change of either where the other is changed, "
+                         "minus where it is not)")
+                rows.append((label, (arm(changed, held), arm(first[i], held)),
+                             (arm(changed, first[j]), arm(first[i], first[j]))))
+    return rows
+
+
+def contrast_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
+    """Rows per contrast, then per interaction: the paired comparison over the seeds every arm in it finished (None
+    where they share no seed)."""
+    by_arm = values_by_arm(grid, records, metric)
+    rows = [{"contrast": label, "arms": [arm, reference], "paired": paired(by_arm[arm], by_arm[reference])}
+            for label, arm, reference in contrasts(grid)]
+    for label, (a, b), (c, d) in interactions(grid):
+        effect = {seed: by_arm[a][seed] - by_arm[b][seed] for seed in by_arm[a].keys() & by_arm[b].keys()}
+        reference = {seed: by_arm[c][seed] - by_arm[d][seed] for seed in by_arm[c].keys() & by_arm[d].keys()}
+        rows.append({"contrast": label, "arms": [a, b, c, d], "paired": paired(effect, reference)})
     return rows
 
 
@@ -119,13 +146,25 @@ def text_rows(rows: list[dict], names: bool = True) -> list[list[str]]:
         s = row["summary"]
         spread = "" if math.isnan(s.std) else f" ± {s.std:.2g}"
         arm = f"{row['arm']}: {row['name']}" if names else str(row["arm"])
-        table.append([arm, str(s.n), f"{s.mean:.4g}{spread}", *comparison_cells(row["paired"])])
+        if row["paired"] is None and not row["baseline"]:
+            cells = ["no seed in common with arm 1", "", ""]
+        else:
+            cells = comparison_cells(row["paired"])
+        table.append([arm, str(s.n), f"{s.mean:.4g}{spread}", *cells])
     return table
 
 
 def contrast_rows(rows: list[dict]) -> list[list[str]]:
-    return [[f"{row['contrast']} (arm {row['arm']} vs {row['reference']})", str(row["paired"].n),
-             f"{row['paired'].difference:+.4g}", *comparison_cells(row["paired"])] for row in rows]
+    table = []
+    for row in rows:
+        arms = row["arms"]
+        which = (f"arm {arms[0]} vs {arms[1]}" if len(arms) == 2 else
+                 f"arms ({arms[0]} - {arms[1]}) - ({arms[2]} - {arms[3]})")
+        p = row["paired"]
+        cells = ["0", "", "no seed finished in all of these arms", "", ""] if p is None else [
+            str(p.n), f"{p.difference:+.4g}", *comparison_cells(p)]
+        table.append([f"{row['contrast']} ({which})", *cells])
+    return table
 
 
 COLUMNS = ["arm", "seeds", "mean ± std", "vs arm 1", "95% CI of the difference", "p (paired t)"]
@@ -143,6 +182,11 @@ def caveat(seeds: int) -> str:
 def markdown(grid: Grid, records: list[dict], budget: str) -> str:
     lines = [f"# Experiment: recipe {grid.recipe}, seeds {', '.join(map(str, grid.seeds))}", "", budget, "",
              caveat(len(grid.seeds)), ""]
+    if contrasts(grid):
+        tests = len(grid.arms) - 1 + len(contrasts(grid)) + len(interactions(grid))
+        note = (f"Each metric below has {tests} tests, none corrected for the others: where nothing differs, "
+                "about one in twenty still reaches p < 0.05.")
+        lines += [note, ""]
     for metric in metric_names(records):
         direction = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
         lines += [f"## {metric} ({direction})", "", "| " + " | ".join(COLUMNS) + " |",
@@ -177,9 +221,9 @@ def write(grid: Grid, records: list[dict], out: Path, setup: dict) -> dict:
                          "std": row["summary"].std, "n": row["summary"].n,
                          "paired_vs_arm_1": None if row["paired"] is None else vars(row["paired"])}
                         for row in arm_table(grid, records, metric)] for metric in metric_names(records)}
-    within = {metric: [{"contrast": row["contrast"], "arm": row["arm"], "reference": row["reference"],
-                        **vars(row["paired"])} for row in contrast_table(grid, records, metric)]
-              for metric in metric_names(records)}
+    within = {metric: [{"contrast": row["contrast"], "arms": row["arms"],
+                        **(vars(row["paired"]) if row["paired"] is not None else {"n": 0})}
+                       for row in contrast_table(grid, records, metric)] for metric in metric_names(records)}
     fileio.write_json(out / RESULTS, {"experiment": {**setup, "budget": budget,
                                                      "arms": [{"arm": a.index, "overrides": list(a.overrides)}
                                                               for a in grid.arms]},
@@ -190,4 +234,4 @@ def write(grid: Grid, records: list[dict], out: Path, setup: dict) -> dict:
               for metric in metric_names(records)]
     if panels:
         chart.write_chart(out / "results.png", panels, f"{grid.recipe}: arms 1-{len(grid.arms)}, seeds as points")
-    return {"budget": budget, "summary": summary}
+    return {"budget": budget, "summary": summary, "contrasts": within}
