@@ -67,22 +67,27 @@ def arm_table(grid: Grid, records: list[dict], metric: str) -> list[dict]:
     return rows
 
 
+def arm_with(grid: Grid, changes: dict[int, str], start: tuple[str, ...] | None = None) -> int:
+    """The arm whose overrides are `start` (arm 1's by default) with the positions in `changes` set to new values."""
+    overrides = list(grid.arms[0].overrides if start is None else start)
+    for position, value in changes.items():
+        overrides[position] = value
+    return next(arm.index for arm in grid.arms if arm.overrides == tuple(overrides))
+
+
 def contrasts(grid: Grid) -> list[tuple[str, int, int]]:
     """With two or more varied keys: (label, arm, reference arm) for each value of a key against that key's first
     value, every other key held where it is (a 2 x 2 grid gives the framework's effect at each pretraining length)."""
     if not grid.arms or len(grid.arms[0].overrides) < 2:
         return []
-    first = grid.arms[0].overrides
-    by_overrides = {arm.overrides: arm.index for arm in grid.arms}
     pairs = []
-    for position, reference_value in enumerate(first):
+    for position, reference_value in enumerate(grid.arms[0].overrides):
         for arm in grid.arms:
             if arm.overrides[position] == reference_value:
                 continue
-            reference = arm.overrides[:position] + (reference_value,) + arm.overrides[position + 1:]
             held = ", ".join(o for i, o in enumerate(arm.overrides) if i != position)
             label = f"{arm.overrides[position]} vs {reference_value.split('=', 1)[1]}, at {held}"
-            pairs.append((label, arm.index, by_overrides[reference]))
+            pairs.append((label, arm.index, arm_with(grid, {position: reference_value}, arm.overrides)))
     return pairs
 
 
@@ -91,21 +96,15 @@ def interactions(grid: Grid) -> list[tuple[str, tuple[int, int], tuple[int, int]
     second key changed, the same with it at its first value). Their difference says whether one key's effect depends
     on the other (is the framework's lead smaller after a longer pretraining?)."""
     first = grid.arms[0].overrides if grid.arms else ()
-    by_overrides = {arm.overrides: arm.index for arm in grid.arms}
-    values = [sorted({arm.overrides[i] for arm in grid.arms}, key=[a.overrides[i] for a in grid.arms].index)
-              for i in range(len(first))]
+    values = [list(dict.fromkeys(arm.overrides[i] for arm in grid.arms)) for i in range(len(first))]  # grid order
     rows = []
     for i, j in itertools.combinations(range(len(first)), 2):
         for changed in values[i][1:]:
             for held in values[j][1:]:
-                def arm(a, b, i=i, j=j):
-                    overrides = list(first)
-                    overrides[i], overrides[j] = a, b
-                    return by_overrides[tuple(overrides)]
                 label = (f"interaction of {changed} and {held} (the change of either where the other is changed, "
                          "minus where it is not)")
-                rows.append((label, (arm(changed, held), arm(first[i], held)),
-                             (arm(changed, first[j]), arm(first[i], first[j]))))
+                rows.append((label, (arm_with(grid, {i: changed, j: held}), arm_with(grid, {j: held})),
+                             (arm_with(grid, {i: changed}), arm_with(grid, {}))))
     return rows
 
 
