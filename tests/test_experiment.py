@@ -33,7 +33,8 @@ def test_values_split_at_commas_outside_brackets_and_quotes():
 
 @pytest.mark.parametrize("option, message", [("contrastive.enabled", "section.key=V1,V2"),
                                              ("enabled=true", "section.key=V1,V2"),
-                                             ("runtime.seed=1,2", "--seeds")])
+                                             ("runtime.seed=1,2", "--seeds"),
+                                             ("model.nf=8,16,8", "listed twice")])
 def test_a_malformed_vary_is_one_clear_error(option, message):
     with pytest.raises(UserError, match=message):
         grid.parse_vary([option])

@@ -89,6 +89,8 @@ def parse_vary(options: list[str]) -> list[tuple[str, list[str]]]:
             raise UserError(f"--vary {option!r}: write section.key=V1,V2 (e.g. contrastive.enabled=true,false)")
         if key in {k for k, _ in varied}:
             raise UserError(f"--vary {key} is given twice; list all its values in one --vary")
+        if len(set(split_values(values))) < len(split_values(values)):
+            raise UserError(f"--vary {option!r}: a value is listed twice, which would make two arms of one run")
         if key == "runtime.seed":
             raise UserError("--vary runtime.seed: seeds are --seeds 0,1,2, which pairs the arms seed by seed")
         varied.append((key, split_values(values)))
