@@ -62,6 +62,7 @@ def shapes_multi_data(tmp_path_factory) -> Path:
     return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes-multi", 160, multi_object=True)
 
 
+SHAPES_RATES = ["model.g_lr=0.0004", "model.d_lr=0.0004"]
 TINY = [
     "data.batch_size=16", "pretrain.epochs=2", "pretrain.text_dim=32", "pretrain.embedding_dim=16",
     "pretrain.small_trunk_width=8", "pretrain.eval_examples=64", "pretrain.log_every=4",
@@ -71,6 +72,8 @@ TINY = [
     # the shapes recipe's evaluation every 4th epoch and mode seeking put back at the defaults the tests' numbers were
     # written on (the README job's test runs the recipe's own; test_gan tests mode seeking)
     "train.eval_every=1", "train.mode_seeking_weight=0",
+    # and its rates before 2026-12-07 (shapes-multi has the same); tests that drop the model keys set them again
+    *SHAPES_RATES,
 ]
 
 

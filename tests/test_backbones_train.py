@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, manifest_of, scalars
+from conftest import SHAPES_RATES, TINY, manifest_of, scalars
 
 from t2ictl import recipes, runs
 from t2ictl.export import export_run
@@ -19,9 +19,9 @@ COMMON = [item for item in TINY if not item.startswith("model.")]
 BACKBONES = {
     "attngan": ("shapes-attngan", ["model.gf_dim=4", "model.df_dim=4"]),
     "dmgan": ("shapes-attngan", ["model.backbone=dmgan", "model.gf_dim=4", "model.df_dim=4"]),
-    "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8"]),
+    "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8", *SHAPES_RATES]),
     "galip": ("shapes", ["model.backbone=galip", 'model.clip="tiny"', "model.nf=4", "model.mapper_channels=8",
-                         "model.mapper_mid_channels=4", "model.mapper_blocks=1"]),
+                         "model.mapper_mid_channels=4", "model.mapper_blocks=1", *SHAPES_RATES]),
 }
 CAPTIONS = ["a large red circle on the left", "a small blue square on the right on a black background"]
 

@@ -12,7 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import checkpoint_differences
+from conftest import SHAPES_RATES, checkpoint_differences
 
 from t2ictl import replicas
 
@@ -46,9 +46,9 @@ BOTH_LAYOUTS = textwrap.dedent("""
 # device and two replicas in test_elastic, which compares every checkpoint
 BACKBONES = {
     "attngan": ("shapes-attngan", ["model.gf_dim=4", "model.df_dim=4"]),
-    "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8"]),
+    "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8", *SHAPES_RATES]),
     "galip": ("shapes", ["model.backbone=galip", 'model.clip="tiny"', "model.nf=4", "model.mapper_channels=8",
-                         "model.mapper_mid_channels=4", "model.mapper_blocks=1"]),
+                         "model.mapper_mid_channels=4", "model.mapper_blocks=1", *SHAPES_RATES]),
 }
 LOSSES = ("d_loss", "d_mismatch", "g_loss", "supcon", "loss", "damsm_words", "damsm_sentence")
 
