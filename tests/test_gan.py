@@ -164,8 +164,8 @@ def test_the_readme_main_job_end_to_end_at_tiny_size_and_again_to_the_bit(tmp_pa
     generator weight, equal to the bit: the main job's figures repeat on one machine."""
     from conftest import TINY
 
-    own = ("runtime.", "train.mode_seeking_weight", "model.g_lr", "model.d_lr")  # the recipe's precision, mode
-    # seeking and rates
+    # the recipe's own precision, mode seeking and rates
+    own = ("runtime.", "train.mode_seeking_weight", "model.g_lr", "model.d_lr")
     sets = [arg for item in TINY if not item.startswith(own) for arg in ("--set", item)]
     sets += ["--set", "train.log_every=1", "--set", "pretrain.log_every=1"]
     steps = [
