@@ -45,7 +45,7 @@ def test_multi_object_labels_are_the_named_objects():
                  if any(f"{c} {w}" in ref.captions[0] for w in shapes.SHAPE_WORDS[s])}
         assert {source.classes()[i] for i in ref.label_ids} == named, ref.captions[0]
         counts.add(ref.captions[0].count(" and ") + ref.captions[0].count(", ") + 1)
-    assert counts == {1, 2, 3}
+    assert counts == set(range(1, shapes.MULTI_GEOMETRY.slots + 1))
 
 
 def decoded(ref) -> np.ndarray:
@@ -82,7 +82,7 @@ def test_shapes_takes_no_source(tmp_path):
         open_source("shapes", [tmp_path])
 
 
-@pytest.mark.parametrize("size, floor", [(32, 0.9), (64, 0.99)])
+@pytest.mark.parametrize("size, floor", [(32, 0.97), (64, 0.99)])
 def test_the_multi_object_reader_reads_every_object_left_to_right(size, floor):
     refs = open_source("shapes-multi", [], count=150, seed=2, image_size=size).splits()["train"]
     captions = [ref.captions[0] for ref in refs]
@@ -134,7 +134,7 @@ def test_fixed_attributes_are_kept_and_the_rest_drawn_as_the_data_draws_them():
     assert all(a.items() >= fixed.items() for a in kept)
     assert {a["background"] for a in kept} == set(shapes.BACKGROUNDS) and {a["size"] for a in kept} == {"small",
                                                                                                           "large"}
-    objects, attributes = shapes.multi_object(np.random.default_rng(0), {"objects": [("red", "circle")] * 3,
-                                                                         "background": "grey"})
-    assert [(o["colour"], o["shape"]) for o in objects] == [("red", "circle")] * 3
-    assert attributes == {"background": "grey"} and objects[0]["cx"] < objects[1]["cx"] < objects[2]["cx"]
+    fixed = {"objects": [("red", "circle"), ("blue", "square")], "background": "grey"}
+    objects, attributes = shapes.multi_object(np.random.default_rng(0), fixed=fixed)
+    assert [(o["colour"], o["shape"]) for o in objects] == fixed["objects"]
+    assert attributes == {"background": "grey"} and objects[0]["cx"] < objects[1]["cx"]

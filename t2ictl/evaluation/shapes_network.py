@@ -40,8 +40,8 @@ def build_classifier(classes: int, width: int = 32) -> keras.Model:
     """float images in [-1, 1] at IMAGE_SIZE -> {"features": [B, FEATURES], "logits": [B, classes]}."""
     images = keras.Input((IMAGE_SIZE, IMAGE_SIZE, 3), name="image")
     x = images
-    for filters in (width, 2 * width, 4 * width):  # two convolutions a scale: one layer a scale missed objects
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)  # that shapes-multi places by thirds
+    for filters in (width, 2 * width, 4 * width):  # two convolutions a scale: one layer a scale missed the 6-10 px
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)  # objects of the first shapes-multi
         x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     features = keras.layers.Dense(FEATURES, activation="relu", name="features")(x)

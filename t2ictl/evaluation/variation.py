@@ -32,7 +32,7 @@ def real_images_like(caption: str, multi_object: bool, image_size: int, count: i
     for index in range(count):
         rng = np.random.default_rng([seed, index])
         if multi_object:
-            objects, attributes = shapes.multi_object(rng, fixed)
+            objects, attributes = shapes.multi_object(rng, fixed=fixed)
         else:
             objects, attributes = shapes.single_object(rng, fixed=fixed)
         images.append(shapes.render(objects, attributes["background"], image_size, rng))
