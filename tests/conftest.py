@@ -72,7 +72,7 @@ TINY = [
     # the shapes recipe's evaluation every 4th epoch and mode seeking put back at the defaults the tests' numbers were
     # written on (the README job's test runs the recipe's own; test_gan tests mode seeking)
     "train.eval_every=1", "train.mode_seeking_weight=0",
-    # and its rates before 2026-12-07 (shapes-multi has the same); tests that drop the model keys set them again
+    # and the embedded recipes' rates before 2026-12-07; tests that drop the model keys set them again
     *SHAPES_RATES,
 ]
 
