@@ -138,3 +138,8 @@ def test_fixed_attributes_are_kept_and_the_rest_drawn_as_the_data_draws_them():
     objects, attributes = shapes.multi_object(np.random.default_rng(0), fixed=fixed)
     assert [(o["colour"], o["shape"]) for o in objects] == fixed["objects"]
     assert attributes == {"background": "grey"} and objects[0]["cx"] < objects[1]["cx"]
+
+
+def test_more_named_objects_than_the_layout_holds_is_a_user_error():
+    with pytest.raises(UserError, match="names 3 objects.*prepare shapes-multi --overwrite"):
+        shapes.multi_object(np.random.default_rng(0), fixed={"objects": [("red", "circle")] * 3})

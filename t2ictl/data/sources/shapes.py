@@ -174,6 +174,10 @@ def multi_object(rng: np.random.Generator, geometry: MultiGeometry = MULTI_GEOME
     fixed = fixed or {}
     count = int(rng.integers(1, geometry.slots + 1))
     count = len(fixed["objects"]) if fixed.get("objects") else count
+    if count > geometry.slots:  # a caption of the data before 2026-12-07, which drew up to three objects
+        raise UserError(f"a caption names {count} objects and shapes-multi draws at most {geometry.slots}: the data "
+                        "was prepared by an earlier t2ictl; prepare it again with `t2ictl prepare shapes-multi "
+                        "--overwrite`")
     strips = sorted(rng.choice(geometry.slots, size=count, replace=False))
     background = fixed.get("background") or str(rng.choice(list(BACKGROUNDS)))
     objects = []
