@@ -183,12 +183,12 @@ def multi_object(rng: np.random.Generator, geometry: MultiGeometry = MULTI_GEOME
     objects = []
     for index, strip in enumerate(strips):
         radius = float(rng.uniform(*geometry.radius))
-        shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))
+        shape, colour = str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS)))  # drawn even when fixed: same stream
+        if fixed.get("objects"):
+            colour, shape = fixed["objects"][index]
         cx = (strip + 0.5) / geometry.slots + float(rng.uniform(-geometry.jitter_x, geometry.jitter_x))
         cy = 0.5 + float(rng.uniform(-geometry.jitter_y, geometry.jitter_y))
         objects.append({"shape": shape, "colour": colour, "cx": cx, "cy": cy, "radius": radius})
-        if fixed.get("objects"):
-            objects[-1]["colour"], objects[-1]["shape"] = fixed["objects"][index]
     return objects, {"background": background}
 
 
