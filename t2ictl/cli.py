@@ -72,8 +72,7 @@ def _root(
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _DEBUG["on"] = "--debug" in args
-    if args and not {"--help", "--version"} & set(args):
-        startup.start_tensorflow(verbose="--verbose" in args or startup.verbose_requested())
+    startup.start_tensorflow_on_import(verbose="--verbose" in args or startup.verbose_requested())
     command = typer.main.get_command(app)
     try:
         code = command.main(args=args, prog_name="t2ictl", standalone_mode=False)

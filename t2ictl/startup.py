@@ -3,11 +3,15 @@
 TensorFlow's C++ side writes notices to the stderr file descriptor before its log level is read (oneDNN, CUDA
 drivers), so the environment alone cannot silence them. `start_tensorflow` sets the environment (C++ lines below
 fatal off), then imports TensorFlow and looks for devices with file descriptor 2 captured, and replays every captured
-line that is not a known start-up notice: a real failure still shows. `--verbose` or T2ICTL_VERBOSE=1 skips all this."""
+line that is not a known start-up notice: a real failure still shows. `--verbose` or T2ICTL_VERBOSE=1 skips all this.
+The command line does it at the first import of TensorFlow (`start_tensorflow_on_import`), so that a command that
+fails before it needs TensorFlow (a mistyped option, an unknown recipe) fails at once, not after its start-up."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
+import importlib.util
 import logging
 import os
 import re
@@ -50,6 +54,48 @@ def start_tensorflow(verbose: bool = False) -> None:
     with replayed_stderr(START_UP_NOTICES):
         _import_and_query_devices()
     _quiet_python_loggers()
+
+
+def start_tensorflow_on_import(verbose: bool = False) -> None:
+    """Make the process's first `import tensorflow` (or keras, which imports it) `start_tensorflow`'s quiet start."""
+    if verbose or "tensorflow" in sys.modules:
+        start_tensorflow(verbose)
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not any(isinstance(finder, _QuietTensorFlowFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+class _QuietTensorFlowFinder(importlib.abc.MetaPathFinder):
+    """Finds `tensorflow` where the other finders do, with a loader that imports it quietly; then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    """The real loader of TensorFlow, run with file descriptor 2 captured, followed by the device query."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __getattr__(self, name):  # get_filename, get_resource_reader... as the real loader
+        return getattr(self.loader, name)
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        with replayed_stderr(START_UP_NOTICES):
+            self.loader.exec_module(module)
+            module.config.list_physical_devices()
+        _quiet_python_loggers()
 
 
 def _import_and_query_devices() -> None:

@@ -113,30 +113,20 @@ def test_console_script_and_module_agree_on_the_version():
 
 def test_commands_print_no_tensorflow_start_up_lines(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "T2ICTL_VERBOSE")}
-    result = subprocess.run([sys.executable, "-m", "t2ictl", "recipes", "show", "shapes"], capture_output=True,
-                            text=True, cwd=tmp_path, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-m", "t2ictl", "prepare", "shapes", "--count", "16", "--image-size", "16",
+                             "--out", str(tmp_path / "data")], capture_output=True, text=True, cwd=tmp_path, env=env,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert "backbone" in result.stdout
+    assert "classes: 20" in result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines and all(line.startswith("prepare shapes") for line in lines), result.stderr  # its progress bar
 
 
-def test_replayed_stderr_drops_known_notices_and_keeps_the_rest(capfd):
-    from t2ictl.startup import START_UP_NOTICES, replayed_stderr
-
-    with replayed_stderr(START_UP_NOTICES):
-        os.write(2, b"I0000 00:00:1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
-        os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n")
-        os.write(2, b"F0000 something.cc:1] Check failed: a real failure\n")
-        print("a Python warning", file=sys.stderr)
-    lines = capfd.readouterr().err.splitlines()
-    assert sorted(lines) == ["F0000 something.cc:1] Check failed: a real failure", "a Python warning"]
-
-
-def test_replayed_stderr_replays_when_the_body_raises(capfd):
-    from t2ictl.startup import START_UP_NOTICES, replayed_stderr
-
-    with pytest.raises(ImportError):
-        with replayed_stderr(START_UP_NOTICES):
-            os.write(2, b"libsomething.so: cannot open shared object file\n")
-            raise ImportError("no")
-    assert "cannot open shared object file" in capfd.readouterr().err
+@pytest.mark.parametrize("args", [["prepare", "nope"], ["recipes", "show", "nope"], ["sample", "a red bird", "--out", "a.jpg"]])
+def test_an_error_before_tensorflow_is_needed_does_not_start_it(args, tmp_path):
+    """TensorFlow starts at its first import (several seconds): a mistyped command fails at once."""
+    script = f"import sys\nfrom t2ictl.cli import main\ntry:\n    main({args!r})\nfinally:\n" \
+             "    print('tensorflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 2 and result.stderr.startswith("error: "), result.stderr
+    assert result.stdout.split()[-1] == "False"

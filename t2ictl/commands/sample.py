@@ -24,10 +24,10 @@ def sample(
                                         "neighbour (default: enough for at least 96 px; 1 = as generated)."),
 ) -> None:
     """Generate N images for each CAPTION and write them as a PNG grid (one row per caption, under its caption)."""
-    from t2ictl import runs, sampling
-
     if out.suffix.lower() != ".png":
         raise UserError(f"--out must name a .png file, got {out}")
+    from t2ictl import runs, sampling
+
     sampler = runs.open_sampler(run, model)
     _, unknown = sampling.tokenize_captions(captions, sampler.vocab, sampler.max_words)
     treatment = "dropped (as the DAMSM loaders drop them)" if sampler.vocab.drops_unknown else "read as <unk>"
