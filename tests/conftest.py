@@ -62,6 +62,12 @@ def shapes_multi_data(tmp_path_factory) -> Path:
     return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes-multi", 160, multi_object=True)
 
 
+@pytest.fixture(scope="session")
+def few_steps_data(tmp_path_factory) -> Path:
+    """80 shapes images: 64 to train on, 2 steps of 16 + 16 per epoch (read only)."""
+    return prepare_shapes(tmp_path_factory.mktemp("data") / "few-steps", 80)
+
+
 SHAPES_RATES = ["model.g_lr=0.0004", "model.d_lr=0.0004"]
 TINY = [
     "data.batch_size=16", "pretrain.epochs=2", "pretrain.text_dim=32", "pretrain.embedding_dim=16",

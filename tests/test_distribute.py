@@ -138,14 +138,6 @@ def run_two_workers(shapes_data, run_dirs, *settings, resume=False, succeed=True
     return [out for out, _ in outputs]
 
 
-def test_multiworker_pretrain_with_two_workers_on_loopback(shapes_data, tmp_path):
-    run_two_workers(shapes_data, [tmp_path / "run-0", tmp_path / "run-1"], "pretrain.epochs=1")
-    chief_checkpoints = list((tmp_path / "run-0" / "checkpoints" / "pretrain").glob("ckpt-*.index"))
-    assert chief_checkpoints, "the chief wrote no checkpoint"
-    assert not list((tmp_path / "run-1" / "checkpoints").rglob("ckpt-*.index")), "a non-chief worker wrote files"
-    assert (tmp_path / "run-0" / "encoders" / "encoders.json").exists()
-
-
 def checkpoint_values(folder) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(folder)))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
@@ -170,11 +162,15 @@ def test_multiworker_resumes_after_the_workers_restart(shapes_data, tmp_path):
         np.testing.assert_allclose(resumed[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_workers_that_restore_different_checkpoints_stop_with_a_clear_error(shapes_data, tmp_path):
-    """Separate run directories (no shared file system): on --resume the chief finds its checkpoint and the other
-    worker none. Training on would mix two models under one averaged gradient; both workers stop and say why."""
+def test_multiworker_pretrain_on_loopback_and_workers_that_restore_different_checkpoints(shapes_data, tmp_path):
+    """Two workers on 127.0.0.1 pretrain; only the chief writes. Then, resumed from separate run directories (no
+    shared file system), the chief finds its checkpoint and the other worker none. Training on would mix two models
+    under one averaged gradient; both workers stop and say why."""
     dirs = [tmp_path / "run-0", tmp_path / "run-1"]
     run_two_workers(shapes_data, dirs, "pretrain.epochs=1")
+    assert list((dirs[0] / "checkpoints" / "pretrain").glob("ckpt-*.index")), "the chief wrote no checkpoint"
+    assert not list((dirs[1] / "checkpoints").rglob("ckpt-*.index")), "a non-chief worker wrote files"
+    assert (dirs[0] / "encoders" / "encoders.json").exists()
     errors = run_two_workers(shapes_data, dirs, "pretrain.epochs=2", resume=True, succeed=False)
     for err in errors:
         assert "the workers restored different checkpoints" in err and "Traceback" not in err, err[-2000:]

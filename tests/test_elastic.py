@@ -1,6 +1,7 @@
-"""Runs that move between layouts: a GAN run started on two workers goes on in one process on two logical CPUs, then
-on one device, then on two CPUs again, and after every move is where an unbroken run on two CPUs is. (A change of
-precision on resume: test_precision; one device against two replicas for every backbone: test_replica_counts.)"""
+"""Runs that move between layouts: a GAN run started on two workers goes on in one process on one device, then on two
+logical CPUs, and after every move is where an unbroken run on two CPUs is. (A change of
+precision on resume: test_precision; one device against two replicas for the pretraining and the other backbones:
+test_replica_counts, test_backbones_train.)"""
 
 import json
 import os
@@ -16,7 +17,7 @@ from test_distribute import free_ports
 
 
 # One process, its CPU split into two logical devices: the unbroken run on two replicas, then the moved run's
-# segments 2-4 (two replicas, one device, two replicas), each resumed from the last.
+# segments 2 and 3 (one device, two replicas), each resumed from the last.
 LOCAL_SEGMENTS = textwrap.dedent("""
     import sys
     import tensorflow as tf
@@ -34,8 +35,8 @@ LOCAL_SEGMENTS = textwrap.dedent("""
         recipe = tiny_recipe(data, f"train.epochs={epochs}", f'runtime.strategy="{strategy}"', "train.log_every=1")
         gan.train(recipe, data, manifest_of(data), open_run(path, recipe, data, "train", resume=resume))
 
-    train(straight, 4, "mirrored", False)
-    for epochs, strategy in ((2, "mirrored"), (3, "default"), (4, "mirrored")):
+    train(straight, 3, "mirrored", False)
+    for epochs, strategy in ((2, "default"), (3, "mirrored")):
         train(moved, epochs, strategy, True)
 """)
 STEPS_PER_EPOCH = 8  # 256 training images, 16 + 16 per step
@@ -65,7 +66,7 @@ def train_on_two_workers(data, run, epochs: int) -> list[str]:
     return [out for out, _ in outputs]
 
 
-def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_data, short_run, tmp_path):
+def test_a_run_moves_from_two_workers_to_one_device_to_two_cpus(shapes_data, short_run, tmp_path):
     """The examples, the noise and the terms that pair rows (mismatched sentences) are those of the global batch in
     one-device order (t2ictl.replicas), so each move is exact up to the order of float sums."""
     straight, moved = with_encoders(short_run, tmp_path / "straight"), with_encoders(short_run, tmp_path / "moved")
@@ -76,11 +77,11 @@ def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     out = " ".join(result.stdout.split())  # the console wraps long lines
-    for change in ("runtime.strategy = 'mirrored' (was 'multiworker')", "runtime.strategy = 'default' (was "
-                   "'mirrored')", "runtime.strategy = 'mirrored' (was 'default')"):
+    for change in ("runtime.strategy = 'default' (was 'multiworker')", "runtime.strategy = 'mirrored' (was "
+                   "'default')"):
         assert change in out, out[-3000:]
     assert "replicas: 2" in out and "replicas: 1" in out
-    for epochs in (2, 3, 4):  # after the workers, after one device, after two replicas again
+    for epochs in (2, 3):  # after the workers and one device, after two replicas
         expected, continued = (values_at(run, epochs * STEPS_PER_EPOCH) for run in (straight, moved))
         differences = checkpoint_differences(expected, continued)
         assert any("ema_generator" in name for name in differences)
@@ -94,7 +95,7 @@ def test_a_run_moves_from_two_workers_to_two_cpus_to_one_device_and_back(shapes_
     assert max(np.abs(expected[n] - second_epoch[n]).max() for n in floats) > 1e-2  # the later epochs trained
     iterations = [int(continued[next(n for n in continued if n.startswith(f"{o}/") and "iterations" in n)])
                   for o in ("g_optimizer", "d_optimizer")]
-    assert iterations == [4 * STEPS_PER_EPOCH] * 2, iterations
+    assert iterations == [3 * STEPS_PER_EPOCH] * 2, iterations
     assert all(np.all(np.isfinite(continued[n])) for n in floats)
 
 

@@ -52,8 +52,8 @@ def test_mixed_precision_runs_train_and_resume_in_another_precision(short_run, s
     """The tiny GAN phase an epoch under each policy in turn, each resumed from the last: finite losses, the step and
     Adam's state go on, a float16 run saves its loss scale beside Adam's state, and a float16 run resumed from a
     checkpoint without one (the third epoch, not the first, which starts the run) starts the loss scale afresh and
-    says so."""
-    policies = ("mixed_float16", "float32", "mixed_float16", "mixed_bfloat16")
+    says so. (float32 resumes from float32 in every other test.)"""
+    policies = ("mixed_float16", "mixed_bfloat16", "mixed_float16")
     shutil.copytree(short_run.path / "encoders", tmp_path / "run" / "encoders")
     shutil.copyfile(short_run.path / "vocab.json", tmp_path / "run" / "vocab.json")
     iterations = []

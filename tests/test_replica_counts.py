@@ -1,7 +1,7 @@
 """Every backbone, and the pretraining, computes the same run on one device and on two replicas: the mismatched pairs,
 DAMSM's in-batch negatives, GALIP's alignment and the batch norms see the global batch in one-device order
 (t2ictl.replicas), and the noise and dropout masks are drawn over it. Checked by training on 1 device and on 2 logical
-CPUs from the same start."""
+CPUs from the same start: the pretraining here, each backbone's GAN phase in test_backbones_train."""
 
 import json
 import os
@@ -10,9 +10,8 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 import tensorflow as tf
-from conftest import SHAPES_RATES, checkpoint_differences
+from conftest import checkpoint_differences
 
 from t2ictl import replicas
 
@@ -42,32 +41,7 @@ BOTH_LAYOUTS = textwrap.dedent("""
         else:
             pretrain.pretrain(recipe, data, manifest_of(data), open_run(run, recipe, data, "pretrain", resume=False))
 """)
-# DM-GAN adds to AttnGAN only per-example terms (BENCHMARKS.md measures it too); DF-GAN's run moves between one
-# device and two replicas in test_elastic, which compares every checkpoint
-BACKBONES = {
-    "attngan": ("shapes-attngan", ["model.gf_dim=4", "model.df_dim=4"]),
-    "ssagan": ("shapes", ["model.backbone=ssagan", "model.nf=4", "model.affine_hidden=8", *SHAPES_RATES]),
-    "galip": ("shapes", ["model.backbone=galip", 'model.clip="tiny"', "model.nf=4", "model.mapper_channels=8",
-                         "model.mapper_mid_channels=4", "model.mapper_blocks=1", *SHAPES_RATES]),
-}
 LOSSES = ("d_loss", "d_mismatch", "g_loss", "supcon", "loss", "damsm_words", "damsm_sentence")
-
-
-@pytest.fixture(scope="module")
-def few_steps_data(tmp_path_factory):
-    """80 shapes images: 64 to train on, 2 steps of 16 + 16 per epoch."""
-    from conftest import prepare_shapes
-
-    return prepare_shapes(tmp_path_factory.mktemp("data") / "shapes", 80)
-
-
-@pytest.mark.parametrize("name", sorted(BACKBONES))
-def test_one_device_and_two_replicas_train_the_same_run(name, few_steps_data, short_run, tmp_path):
-    """Before the global batch, the first step's losses already differed by 5e-4 (DF-GAN's mismatch term) to 20%
-    (the DAMSM terms of AttnGAN and SSA-GAN, whose negatives were each replica's half)."""
-    recipe_name, model = BACKBONES[name]
-    train_on_both_layouts(few_steps_data, short_run.path, tmp_path, recipe_name, model, "train")
-    assert_same_run(tmp_path, "train")
 
 
 def test_one_device_and_two_replicas_pretrain_the_same_run(few_steps_data, tmp_path):
