@@ -1,5 +1,6 @@
 """The command line as a user meets it: help on every command, one-line errors with exit code 2."""
 
+import json
 import subprocess
 import sys
 
@@ -40,7 +41,7 @@ def test_every_option_has_help(command):
                 assert param.help, f"{name} {param.opts} has no help"
 
 
-@pytest.mark.parametrize("args, message", [
+USER_ERRORS = [
     (["prepare", "nope"], "is not one of"),
     (["prepare"], "Missing argument"),
     (["prepare", "shapes", "--bogus"], "No such option"),
@@ -63,11 +64,44 @@ def test_every_option_has_help(command):
     (["experiment", "--recipe", "shapes", "--out", "x", "--only", "3/2"], "--only '3/2'"),
     (["experiment", "--recipe", "shapes", "--out", "x", "--data", "absent"], "absent does not exist"),
     (["evaluator", "--data", "absent"], "absent"),
-])
-def test_user_errors_are_one_line_exit_2(args, message, tmp_path):
-    result = t2ictl(*args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
+]
+
+# Every case in one process, each from a folder of its own: a process per case would start TensorFlow 21 times.
+EACH_ERROR = """
+import contextlib, io, json, os, sys
+from t2ictl.cli import main
+results = []
+for index, args in enumerate(json.loads(sys.argv[1])):
+    os.makedirs(str(index))
+    os.chdir(str(index))
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        try:
+            main(args)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+    os.chdir("..")
+    results.append([code, stderr.getvalue()])
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def user_errors(tmp_path_factory) -> list:
+    """(exit code, stderr) of every USER_ERRORS case, as `main` ends it; the process itself must write no stderr."""
+    cwd = tmp_path_factory.mktemp("errors")
+    result = subprocess.run([sys.executable, "-c", EACH_ERROR, json.dumps([args for args, _ in USER_ERRORS])],
+                            capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert result.returncode == 0 and result.stderr == "", result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(USER_ERRORS)), ids=[message for _, message in USER_ERRORS])
+def test_user_errors_are_one_line_exit_2(case, user_errors):
+    code, stderr = user_errors[case]
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ")
-    assert message in lines[-1]
-    assert "Traceback" not in result.stderr
+    assert USER_ERRORS[case][1] in lines[-1]
+    assert "Traceback" not in stderr

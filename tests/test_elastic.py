@@ -1,5 +1,5 @@
-"""Runs that move between layouts: a GAN run started on two workers goes on in one process on one device, then on two
-logical CPUs, and after every move is where an unbroken run on two CPUs is. (A change of
+"""Runs that move between layouts: a GAN run started on two workers goes on in one process on two logical CPUs, and
+after each layout is where an unbroken run on one device is. (A change of
 precision on resume: test_precision; one device against two replicas for the pretraining and the other backbones:
 test_replica_counts, test_backbones_train.)"""
 
@@ -16,8 +16,8 @@ from conftest import TINY, checkpoint_differences
 from test_distribute import free_ports
 
 
-# One process, its CPU split into two logical devices: the unbroken run on two replicas, then the moved run's
-# segments 2 and 3 (one device, two replicas), each resumed from the last.
+# One process, its CPU split into two logical devices: the unbroken run on one device, then the moved run's second
+# epoch on two replicas, resumed from the workers' first.
 LOCAL_SEGMENTS = textwrap.dedent("""
     import sys
     import tensorflow as tf
@@ -35,9 +35,8 @@ LOCAL_SEGMENTS = textwrap.dedent("""
         recipe = tiny_recipe(data, f"train.epochs={epochs}", f'runtime.strategy="{strategy}"', "train.log_every=1")
         gan.train(recipe, data, manifest_of(data), open_run(path, recipe, data, "train", resume=resume))
 
-    train(straight, 3, "mirrored", False)
-    for epochs, strategy in ((2, "default"), (3, "mirrored")):
-        train(moved, epochs, strategy, True)
+    train(straight, 2, "default", False)
+    train(moved, 2, "mirrored", True)
 """)
 STEPS_PER_EPOCH = 8  # 256 training images, 16 + 16 per step
 
@@ -66,7 +65,7 @@ def train_on_two_workers(data, run, epochs: int) -> list[str]:
     return [out for out, _ in outputs]
 
 
-def test_a_run_moves_from_two_workers_to_one_device_to_two_cpus(shapes_data, short_run, tmp_path):
+def test_a_run_moves_from_two_workers_to_two_cpus_and_equals_one_device(shapes_data, short_run, tmp_path):
     """The examples, the noise and the terms that pair rows (mismatched sentences) are those of the global batch in
     one-device order (t2ictl.replicas), so each move is exact up to the order of float sums."""
     straight, moved = with_encoders(short_run, tmp_path / "straight"), with_encoders(short_run, tmp_path / "moved")
@@ -77,11 +76,9 @@ def test_a_run_moves_from_two_workers_to_one_device_to_two_cpus(shapes_data, sho
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     out = " ".join(result.stdout.split())  # the console wraps long lines
-    for change in ("runtime.strategy = 'default' (was 'multiworker')", "runtime.strategy = 'mirrored' (was "
-                   "'default')"):
-        assert change in out, out[-3000:]
+    assert "runtime.strategy = 'mirrored' (was 'multiworker')" in out, out[-3000:]
     assert "replicas: 2" in out and "replicas: 1" in out
-    for epochs in (2, 3):  # after the workers and one device, after two replicas
+    for epochs in (1, 2):  # after the workers, after two replicas
         expected, continued = (values_at(run, epochs * STEPS_PER_EPOCH) for run in (straight, moved))
         differences = checkpoint_differences(expected, continued)
         assert any("ema_generator" in name for name in differences)
@@ -91,11 +88,11 @@ def test_a_run_moves_from_two_workers_to_one_device_to_two_cpus(shapes_data, sho
         median, largest = np.median(list(differences.values())), max(differences.values())
         assert median < 1e-4 and largest < 2e-2, (epochs, median, largest)
     floats = list(differences)
-    second_epoch = values_at(straight, 2 * STEPS_PER_EPOCH)
-    assert max(np.abs(expected[n] - second_epoch[n]).max() for n in floats) > 1e-2  # the later epochs trained
+    first_epoch = values_at(straight, STEPS_PER_EPOCH)
+    assert max(np.abs(expected[n] - first_epoch[n]).max() for n in floats) > 1e-2  # the second epoch trained
     iterations = [int(continued[next(n for n in continued if n.startswith(f"{o}/") and "iterations" in n)])
                   for o in ("g_optimizer", "d_optimizer")]
-    assert iterations == [3 * STEPS_PER_EPOCH] * 2, iterations
+    assert iterations == [2 * STEPS_PER_EPOCH] * 2, iterations
     assert all(np.all(np.isfinite(continued[n])) for n in floats)
 
 

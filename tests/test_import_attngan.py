@@ -189,26 +189,15 @@ def test_the_exported_attngan_draws_g_net_of_rnn_encoder_to_one_grey_level(attng
     assert np.abs(got.astype(np.float64) - grey).max() <= 1.0
 
 
-def test_train_resume_continues_the_imported_run(attngan_run, data128):
-    from t2ictl.training import gan
-
-    run = runs.RunDir(attngan_run["run"])
-    recipe = run.recipe()
-    manifest = json.loads((data128 / "manifest.json").read_text())
-    resumed = runs.open_run(attngan_run["run"], recipe, data128, "train", resume=True)
-    gan.train(recipe, data128, manifest, resumed)
-    latest = tf.train.latest_checkpoint(str(run.checkpoints("train")))
-    assert int(latest.rsplit("-", 1)[1]) > 0
-    assert recipe.contrastive.enabled  # the framework's loss is on: the DAMSM image encoder came with the release
-
-
 def test_both_phases_fine_tune_the_release_in_two_commands(attngan_run, tmp_path):
     """Phase 1 in place from the run's released encoders, then the released generator trains on the fine-tuned
-    ones (the paper's backbone + framework in both phases, from the releases)."""
+    ones, resumed from the imported checkpoint (the paper's backbone + framework in both phases, from the
+    releases)."""
     import shutil
 
     run_dir = tmp_path / "both"
     shutil.copytree(attngan_run["run"], run_dir)
+    assert runs.RunDir(run_dir).recipe().contrastive.enabled  # the DAMSM image encoder came with the release
     before = runs.load_encoders(run_dir / "encoders")[0].text.get_weights()
     for args in (["pretrain", "--run-dir", str(run_dir), "--resume", "--set", f'pretrain.init="{run_dir}"'],
                  ["train", "--run-dir", str(run_dir), "--resume", "--set", "train.epochs=2"]):

@@ -146,8 +146,8 @@ def weights_of(phase_run: RunDir) -> list[np.ndarray]:
     return encoders.text.get_weights() + encoders.image.get_weights()
 
 
-def test_interrupted_and_resumed_pretraining_ends_in_the_same_weights(shapes_data, tmp_path):
-    _, straight = pretrain_run(shapes_data, tmp_path / "straight")
+def test_interrupted_and_resumed_pretraining_ends_in_the_same_weights(shapes_data, short_run, tmp_path):
+    straight = short_run  # pretrained unbroken with the same recipe and seed
     recipe = tiny_recipe(shapes_data)
     steps = pipeline.steps_per_epoch(manifest_of(shapes_data), recipe.data, True)
     first = tiny_recipe(shapes_data, "pretrain.epochs=1")  # stop after epoch 1 of 2, as an interrupt would
