@@ -27,7 +27,13 @@ NAMES = sorted(SMALL_CONFIGS)
 
 
 def test_every_registered_backbone_is_under_the_contract():
-    assert set(SMALL_CONFIGS) == set(BACKBONES)
+    from t2ictl.models.backbones.configs import AUGMENTATION_NAMES, CONFIGS
+    from t2ictl.models.backbones.diffaugment import AUGMENTATIONS
+
+    assert set(SMALL_CONFIGS) == set(BACKBONES) == set(CONFIGS)
+    # the recipe loader reads the config classes without importing the backbones: both name the same class
+    assert all(backbone_class(name).config_class is config_class(name) for name in BACKBONES)
+    assert tuple(AUGMENTATIONS) == AUGMENTATION_NAMES
 
 
 def tiny_encoders() -> Encoders:

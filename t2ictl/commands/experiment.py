@@ -44,13 +44,14 @@ def experiment(
     against arm 1, paired t-test over seeds and its 95% interval; with two or more --vary keys, also each key's
     change with the others held, and how much one key's change depends on another), OUT/results.png (seeds as points)."""
     from t2ictl.experiment import grid as grids
-    from t2ictl.experiment import report, runner
 
     varied = grids.parse_vary(vary or [])
     part, parts = grids.parse_slice(only)
     grid = grids.build_grid(recipe, set_ or [], varied, grids.parse_seeds(seeds))
     first = grids.resolve(recipe, list(grid.runs[0].train_overrides), grid.arms[0])
     data_dir, manifest = common.resolve_data(first, data)
+    from t2ictl.experiment import report, runner  # TensorFlow starts here, once the grid is checked
+
     out, data_dir = out.resolve(), data_dir.resolve()
     scoring, steps = _plan(grid, recipe, data_dir, out, manifest, part, parts, num, inception, encoders)
     fixed = {"recipe": recipe, "sets": set_ or [], "data": str(data_dir), "num": num,

@@ -25,11 +25,11 @@ def pretrain(
     this is plain DAMSM pretraining, the paper's baseline. With --set pretrain.init=RUN_DIR it starts from that
     run's encoders (e.g. released DAMSM ones from `t2ictl import damsm`), their vocabulary and sizes.
     """
+    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
+    resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)  # before TensorFlow starts: fails at once
     from t2ictl.runs import default_run_dir, init_overrides, open_run
     from t2ictl.training.pretrain import pretrain as run_pretraining
 
-    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
-    resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
     if resolved.pretrain.init:  # the encoders' sizes and trunk, whatever the recipe says
         resolved = common.resolve_recipe(recipe, run_dir, overrides + init_overrides(Path(resolved.pretrain.init)),
                                          resume)

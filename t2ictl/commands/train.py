@@ -25,12 +25,12 @@ def train(
     phase of the same recipe runs first in this run directory, so one command does both phases. Sample grids go to
     RUN/samples/, scalars and images to RUN/logs/ (TensorBoard).
     """
+    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
+    resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)  # before TensorFlow starts: fails at once
     from t2ictl import runs
     from t2ictl.runs import default_run_dir, open_run
     from t2ictl.training.phases import pretrain_and_train
 
-    overrides = (set_ or []) + common.runtime_overrides(strategy, precision, xla)
-    resolved = common.resolve_recipe(recipe, run_dir, overrides, resume)
     runs.check_backbone(resolved)
     data_dir, manifest = common.resolve_data(resolved, data)
     run = open_run(run_dir or default_run_dir(resolved), resolved, data_dir, "train", resume)

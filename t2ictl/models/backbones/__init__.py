@@ -1,4 +1,5 @@
-"""Backbones by recipe name. A new backbone is one module here and one line in BACKBONES."""
+"""Backbones by recipe name. A new backbone is one module here, its recipe section in configs.py (CONFIGS) and one
+line in BACKBONES."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ def backbone_class(name: str) -> type[Backbone]:
 
 
 def config_class(name: str) -> type[BackboneConfig]:
-    return backbone_class(name).config_class
+    """The class of the backbone's recipe section, without importing the backbone (nor TensorFlow)."""
+    from t2ictl.models.backbones.configs import CONFIGS
+
+    return CONFIGS[name]
 
 
 __all__ = ["Backbone", "BackboneConfig", "Encoders", "BACKBONES", "backbone_class", "config_class"]

@@ -35,7 +35,6 @@ its first z_dim entries are z, the rest the CA epsilon. NHWC instead of NCHW.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
@@ -45,50 +44,12 @@ from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import bce, kl_divergence
 from t2ictl.losses.damsm import generated_image_loss
-from t2ictl.models.backbones.base import Backbone, BackboneConfig
+from t2ictl.models.backbones.base import Backbone
+from t2ictl.models.backbones.configs import AttnGANConfig
 from t2ictl.models.backbones.layers import LEAKY_SLOPE
 from t2ictl.models.text_encoder import TextFeatures
 
 _MASKED = -1e9
-
-
-@dataclass
-class AttnGANConfig(BackboneConfig):
-    backbone: str = "attngan"
-    stages: int = 3  # cfg TREE.BRANCH_NUM: 64, 128, 256 px
-    gf_dim: int = 32  # cfg GAN.GF_DIM (bird 32, coco 48)
-    df_dim: int = 64  # cfg GAN.DF_DIM (bird 64, coco 96)
-    z_dim: int = 100  # cfg GAN.Z_DIM
-    condition_dim: int = 100  # cfg GAN.CONDITION_DIM
-    residual_blocks: int = 2  # cfg GAN.R_NUM (bird 2, coco 3)
-    g_lr: float = 2e-4  # cfg TRAIN.GENERATOR_LR
-    d_lr: float = 2e-4  # cfg TRAIN.DISCRIMINATOR_LR
-    beta_1: float = 0.5  # trainer.py: Adam betas (0.5, 0.999)
-    beta_2: float = 0.999
-    damsm_weight: float = 5.0  # cfg TRAIN.SMOOTH.LAMBDA (bird 5, coco 50)
-    gamma1: float = 4.0  # cfg TRAIN.SMOOTH.GAMMA1
-    gamma2: float = 5.0  # GAMMA2
-    gamma3: float = 10.0  # GAMMA3
-    kl_weight: float = 1.0  # trainer.py: errG_total += KL_loss(mu, logvar)
-    batch_shared_mask: bool = False  # the official attention's word mask (see the module docstring); imports set it
-
-    def validate(self) -> None:
-        for key in ("stages", "gf_dim", "df_dim", "z_dim", "condition_dim", "residual_blocks"):
-            value = getattr(self, key)
-            if value <= 0:
-                raise ValueError(f"{key}: must be a positive integer, got {value}")
-        for key in ("g_lr", "d_lr", "gamma1", "gamma2", "gamma3"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
-        for key in ("beta_1", "beta_2"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"{key}: must be in [0, 1), got {getattr(self, key)}")
-        for key in ("damsm_weight", "kl_weight"):
-            if not getattr(self, key) >= 0:
-                raise ValueError(f"{key}: must be zero or positive, got {getattr(self, key)}")
-
-    def image_sizes(self, image_size: int) -> list[int]:
-        return [image_size // 2**k for k in reversed(range(self.stages))]
 
 
 ORTHOGONAL = keras.initializers.Orthogonal(1.0)  # miscc/utils.py weights_init: orthogonal_(weight, 1.0), bias 0

@@ -31,8 +31,6 @@ term to D's head; `augment` applies DiffAugment policies to every image D sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -41,68 +39,12 @@ from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
 from t2ictl.losses.damsm import generated_image_loss
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
+from t2ictl.models.backbones.base import Backbone, Encoders
+from t2ictl.models.backbones.configs import DFGANConfig
 from t2ictl.models.backbones.diffaugment import AUGMENTATIONS
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, DiscriminatorBlock, GeneratorBlock, discriminator_widths,
                                             generator_widths, torch_conv, torch_dense)
 from t2ictl.models.text_encoder import TextFeatures
-
-
-@dataclass
-class DFGANConfig(BackboneConfig):
-    backbone: str = "dfgan"
-    nf: int = 32  # base channel width of G and D (cfg/bird.yml, cfg/coco.yml: nf: 32)
-    z_dim: int = 100  # noise size (cfg/*.yml: z_dim: 100)
-    g_lr: float = 1e-4  # src/train.py: Adam(netG, lr=0.0001, betas=(0.0, 0.9))
-    d_lr: float = 4e-4  # src/train.py: Adam(netD + netC, lr=0.0004, betas=(0.0, 0.9))
-    beta_1: float = 0.0  # src/train.py betas[0], both optimizers
-    beta_2: float = 0.9  # src/train.py betas[1], both optimizers
-    gp_weight: float = 2.0  # lib/modules.py MA_GP: 2.0 * mean(norm ** 6)
-    gp_power: float = 6.0  # lib/modules.py MA_GP: the exponent 6
-    # lib/modules.py D_Block: gamma = zeros(1), so D's body starts as an affine map of the image (RGB conv, 1x1
-    # shortcuts, average pools) that sees pooled colour and place but not shape, and in a 3,000-step run the gammas
-    # only reach about 0.1; the shapes recipe starts them at 1.0 (BENCHMARKS.md)
-    d_gate_init: float = 0.0
-    # model.py NetG: fc(noise) makes the first 4x4 map, so the sentence acts only through channel-wise affines; true
-    # makes it from concat(noise, sentence), as AttnGAN's first stage does (the shapes recipe, BENCHMARKS.md)
-    project_condition: bool = False
-    # model.py NetC: concat(features, sentence) -> convs; true adds a projection term (Miyato and Koyama 2018), the
-    # mean over the 4x4 map of <features, W sentence>, a bilinear check of the image against the sentence
-    projection_head: bool = False
-    # DiffAugment (Zhao et al. 2020) policies applied to every image the discriminator sees, real and generated alike:
-    # "translation" (shift by up to 1/8 of the size, zero padded), "cutout" (a zeroed square of half the size)
-    augment: list[str] = field(default_factory=list)
-    # AttnGAN's DAMSM loss on the generated images (word and sentence terms through the frozen pretrained encoders,
-    # miscc/losses.py words_loss + sent_loss), which DF-GAN drops and SSA-GAN keeps at 0.05
-    damsm_weight: float = 0.0
-    gamma1: float = 5.0  # SSA-GAN miscc/config.py TRAIN.SMOOTH.GAMMA1, as AttnGAN's bird.yml
-    gamma2: float = 5.0
-    gamma3: float = 10.0
-    # the options above that leave the official rules: an import of an official file puts them back at their defaults
-    departures = ("d_gate_init", "project_condition", "projection_head", "augment", "damsm_weight")
-
-    def validate(self) -> None:
-        for key in ("nf", "z_dim"):
-            value = getattr(self, key)
-            if value <= 0:
-                raise ValueError(f"{key}: must be a positive integer, got {value}")
-        for key in ("g_lr", "d_lr", "gp_power"):
-            value = getattr(self, key)
-            if not value > 0:
-                raise ValueError(f"{key}: must be positive, got {value}")
-        for key in ("beta_1", "beta_2"):
-            value = getattr(self, key)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{key}: must be in [0, 1), got {value}")
-        unknown = set(self.augment) - set(AUGMENTATIONS)
-        if unknown:
-            raise ValueError(f"augment: unknown {sorted(unknown)}, choose from {list(AUGMENTATIONS)}")
-        for key in ("gp_weight", "damsm_weight"):
-            if not getattr(self, key) >= 0:
-                raise ValueError(f"{key}: must be zero or positive, got {getattr(self, key)}")
-        for key in ("gamma1", "gamma2", "gamma3"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
 
 
 class DFGAN(Backbone):

@@ -19,21 +19,11 @@ power iteration per training call whose vector u is kept between calls (u, v cut
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from keras import layers, ops
 
-from t2ictl.models.backbones.attngan import ORTHOGONAL, AttnGAN, AttnGANConfig, masked_softmax_over_words
+from t2ictl.models.backbones.attngan import ORTHOGONAL, AttnGAN, masked_softmax_over_words
+from t2ictl.models.backbones.configs import DMGANConfig
 from t2ictl.models.backbones.layers import LEAKY_SLOPE
-
-
-@dataclass
-class DMGANConfig(AttnGANConfig):
-    backbone: str = "dmgan"
-    gf_dim: int = 64  # cfg/bird_DMGAN.yml, coco_DMGAN.yml GAN.GF_DIM
-    df_dim: int = 32  # GAN.DF_DIM
-    residual_blocks: int = 2  # GAN.R_NUM (bird 2, coco 3)
-    damsm_weight: float = 5.0  # TRAIN.SMOOTH.LAMBDA (bird 5, coco 50)
 
 
 class MemoryRefinement(layers.Layer):

@@ -50,8 +50,6 @@ after the other), so the ViT encodes the fakes once for D and once for G where t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 import tensorflow as tf
 from keras import layers, ops
@@ -59,7 +57,8 @@ from keras import layers, ops
 from t2ictl import replicas
 from t2ictl.errors import UserError
 from t2ictl.losses.adversarial import hinge_fake, hinge_real, matching_aware_penalty
-from t2ictl.models.backbones.base import Backbone, BackboneConfig, Encoders
+from t2ictl.models.backbones.base import Backbone, Encoders
+from t2ictl.models.backbones.configs import GALIPConfig
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, FusionBlock, GeneratorBlock, channel_shortcut,
                                             generator_widths, torch_conv, torch_dense)
 from t2ictl.models.text_encoder import TextFeatures
@@ -68,53 +67,6 @@ from t2ictl.models.clip import CLIP_MEAN, CLIP_STD, ClipVision, load_clip_vision
 PROMPT_BLOCKS = (1, 2, 3, 4, 5, 6, 7, 8)  # models/GALIP.py CLIP_Mapper: selected = [1..8] of 12
 FEATURE_BLOCKS = (1, 4, 8)  # models/GALIP.py CLIP_IMG_ENCODER: selected = [1, 4, 8] of 12
 BRIDGE_SCALE = 0.1  # models/GALIP.py CLIP_Adapter: conv(fuse_feat + 0.1 * map_feat)
-
-
-@dataclass
-class GALIPConfig(BackboneConfig):
-    backbone: str = "galip"
-    clip: str = "clip/ViT-B-32.pt"  # cfg/*.yml clip4trn: OpenAI ViT-B/32 (see t2ictl/models/clip.py for the forms)
-    nf: int = 64  # cfg/birds.yml, cfg/coco.yml: nf: 64
-    z_dim: int = 100  # cfg/*.yml: z_dim: 100
-    g_lr: float = 1e-4  # cfg/*.yml lr_g: 0.0001
-    d_lr: float = 4e-4  # cfg/*.yml lr_d: 0.0004 (netD + netC)
-    beta_1: float = 0.0  # src/train.py: Adam betas=(0.0, 0.9), both optimizers
-    beta_2: float = 0.9
-    gp_weight: float = 2.0  # lib/modules.py MA_GP_FP32: 2.0 * mean(norm ** 6)
-    gp_power: float = 6.0
-    sim_weight: float = 4.0  # cfg/*.yml sim_w: 4.0
-    mapper_channels: int = 64  # models/GALIP.py NetG: code_ch = 64
-    mapper_mid_channels: int = 32  # models/GALIP.py NetG: mid_ch = 32
-    mapper_blocks: int = 4  # models/GALIP.py NetG: CLIP_Adapter(..., map_num=4)
-    align_temperature: float = 0.07  # CLIP's initial logit scale 1/0.07 (the sentence projection's InfoNCE)
-    # the official architecture where this module departs from it (see "Adaptations"); `t2ictl import galip` sets them
-    clip_text: bool = False  # the text encoder is CLIP's text tower: the CLIP similarity takes the sentence itself
-    final_size: int = 0  # the last G block's size; 0: data.image_size (official: 224, CLIP's input, on 256-px data)
-    rgb_tanh: bool = True  # tanh after the RGB conv (official: none; sampling clips to [-1, 1])
-    clip_input: str = "bilinear"  # how images reach the ViT: bilinear | official (nearest, [-1, 1] mapped twice)
-
-    def validate(self) -> None:
-        if not isinstance(self.clip, str) or not self.clip.strip():
-            raise ValueError('clip: must name "tiny", OpenAI\'s ViT-B-32.pt, a .npz or .weights.h5 file, a SavedModel '
-                             'folder or a TF-Hub handle')
-        for key in ("nf", "z_dim", "mapper_channels", "mapper_mid_channels", "mapper_blocks"):
-            value = getattr(self, key)
-            if value <= 0:
-                raise ValueError(f"{key}: must be a positive integer, got {value}")
-        for key in ("g_lr", "d_lr", "gp_power", "align_temperature"):
-            value = getattr(self, key)
-            if not value > 0:
-                raise ValueError(f"{key}: must be positive, got {value}")
-        for key in ("beta_1", "beta_2"):
-            value = getattr(self, key)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{key}: must be in [0, 1), got {value}")
-        for key in ("gp_weight", "sim_weight", "final_size"):
-            value = getattr(self, key)
-            if not value >= 0:
-                raise ValueError(f"{key}: must be zero or positive, got {value}")
-        if self.clip_input not in ("bilinear", "official"):
-            raise ValueError(f'clip_input: must be "bilinear" or "official", got {self.clip_input!r}')
 
 
 def scaled_blocks(blocks: tuple[int, ...], layers_count: int) -> list[int]:

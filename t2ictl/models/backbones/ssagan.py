@@ -29,30 +29,16 @@ custom initialisation), as in the DF-GAN module. NHWC instead of NCHW.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import keras
 from keras import layers, ops
 
 from t2ictl import replicas
-from t2ictl.models.backbones.dfgan import DFGAN, DFGANConfig
+from t2ictl.models.backbones.configs import SSAGANConfig
+from t2ictl.models.backbones.dfgan import DFGAN
 from t2ictl.models.backbones.layers import (LEAKY_SLOPE, channel_shortcut, condition_mlp, generator_widths, torch_conv,
                                             torch_dense)
 
 MASK_CHANNELS = 100  # model.py conv_mask: Conv2d(ch, 100, 3, 1, 1)
-
-
-@dataclass
-class SSAGANConfig(DFGANConfig):
-    backbone: str = "ssagan"
-    nf: int = 64  # cfg/bird.yml, cfg/coco.yml TRAIN.NF
-    affine_hidden: int = 256  # model.py affine: Linear(256, 256), ReLU, Linear(256, C)
-    damsm_weight: float = 0.05  # main.py: 0.05 x DAMSM_loss, whose terms carry TRAIN.SMOOTH.LAMBDA = 1.0
-
-    def validate(self) -> None:
-        super().validate()
-        if self.affine_hidden <= 0:
-            raise ValueError(f"affine_hidden: must be a positive integer, got {self.affine_hidden}")
 
 
 def synchronised_batch_norm(center: bool = True, scale: bool = True, name: str | None = None):
