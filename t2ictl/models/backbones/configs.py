@@ -175,4 +175,5 @@ class GALIPConfig(BackboneConfig):
             raise ValueError(f'clip_input: must be "bilinear" or "official", got {self.clip_input!r}')
 
 
-CONFIGS = {"dfgan": DFGANConfig, "ssagan": SSAGANConfig, "attngan": AttnGANConfig, "dmgan": DMGANConfig, "galip": GALIPConfig}
+CONFIGS = {"dfgan": DFGANConfig, "ssagan": SSAGANConfig, "attngan": AttnGANConfig, "dmgan": DMGANConfig,
+           "galip": GALIPConfig}
