@@ -52,13 +52,16 @@ from t2ictl.models.text_encoder import TextFeatures
 _MASKED = -1e9
 
 
-ORTHOGONAL = keras.initializers.Orthogonal(1.0)  # miscc/utils.py weights_init: orthogonal_(weight, 1.0), bias 0
+def orthogonal() -> keras.initializers.Initializer:
+    """miscc/utils.py weights_init: orthogonal_(weight, 1.0), bias 0. A new initializer for every layer: one shared
+    instance would give every kernel of a shape the same matrix, from a seed drawn when this module was imported."""
+    return keras.initializers.Orthogonal(1.0)
 
 
 def conv(filters: int, size: int, strides: int = 1, use_bias: bool = False, name: str | None = None,
          padding: str = "same") -> layers.Conv2D:
     return layers.Conv2D(filters, size, strides=strides, padding=padding, use_bias=use_bias,
-                         kernel_initializer=ORTHOGONAL, name=name)
+                         kernel_initializer=orthogonal(), name=name)
 
 
 def batch_norm(name: str | None = None) -> layers.BatchNormalization:
@@ -98,7 +101,7 @@ class ConditioningAugmentation(layers.Layer):
     def __init__(self, condition_dim: int, z_dim: int, **kwargs):
         super().__init__(**kwargs)
         self.condition_dim, self.z_dim = condition_dim, z_dim
-        self.fc = layers.Dense(4 * condition_dim, kernel_initializer=ORTHOGONAL, name="fc")
+        self.fc = layers.Dense(4 * condition_dim, kernel_initializer=orthogonal(), name="fc")
         self.glu = GLU()
 
     def build(self, sentence_shape, noise_shape):
@@ -133,7 +136,7 @@ class WordAttention(layers.Layer):
     def __init__(self, channels: int, batch_shared_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.batch_shared_mask = batch_shared_mask
-        self.project = layers.Dense(channels, use_bias=False, kernel_initializer=ORTHOGONAL, name="context")
+        self.project = layers.Dense(channels, use_bias=False, kernel_initializer=orthogonal(), name="context")
 
     def build(self, features_shape, words_shape, word_mask_shape):
         self.project.build(words_shape)
@@ -210,7 +213,7 @@ class AttnGAN(Backbone):
         z = layers.Identity(name="z")(inputs["noise"][:, :c.z_dim])
         ups = int(math.log2(first // 4))
         x = layers.Concatenate(name="c_z")([condition, z])
-        x = layers.Dense(4 * 4 * gf * 2**ups * 2, use_bias=False, kernel_initializer=ORTHOGONAL, name="fc")(x)
+        x = layers.Dense(4 * 4 * gf * 2**ups * 2, use_bias=False, kernel_initializer=orthogonal(), name="fc")(x)
         x = GLU(name="fc_glu")(batch_norm("fc_bn")(x))
         x = layers.Reshape((4, 4, gf * 2**ups), name="to_4x4")(x)
         for index in range(ups):
@@ -255,7 +258,7 @@ class AttnGAN(Backbone):
         return keras.Model(images, x, name=f"{self.name}_discriminator_{size}")
 
     def logits_conv(self):
-        return layers.Conv2D(1, 4, strides=4, kernel_initializer=ORTHOGONAL, name="logits")
+        return layers.Conv2D(1, 4, strides=4, kernel_initializer=orthogonal(), name="logits")
 
     def build_head(self, size: int, conditional: bool) -> keras.Model:
         """D_GET_LOGITS: (features [B,4,4,8 df], sentence [B,D]) -> logits [B, 1] float32, conditional or not."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from keras import layers, ops
 
-from t2ictl.models.backbones.attngan import ORTHOGONAL, AttnGAN, masked_softmax_over_words
+from t2ictl.models.backbones.attngan import AttnGAN, masked_softmax_over_words, orthogonal
 from t2ictl.models.backbones.configs import DMGANConfig
 from t2ictl.models.backbones.layers import LEAKY_SLOPE
 
@@ -32,7 +32,7 @@ class MemoryRefinement(layers.Layer):
     def __init__(self, channels: int, batch_shared_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.batch_shared_mask = batch_shared_mask
-        dense = dict(kernel_initializer=ORTHOGONAL)
+        dense = dict(kernel_initializer=orthogonal())
         self.word_gate = layers.Dense(1, use_bias=False, name="A", **dense)
         self.image_gate = layers.Dense(1, use_bias=False, name="B", **dense)
         self.write_words = layers.Dense(2 * channels, activation="relu", name="M_w", **dense)
@@ -80,7 +80,7 @@ class SpectralConv2D(layers.Layer):
     def build(self, input_shape):
         in_channels = input_shape[-1]
         self.kernel = self.add_weight(shape=(self.size, self.size, in_channels, self.filters),
-                                      initializer=ORTHOGONAL, name="kernel")
+                                      initializer=orthogonal(), name="kernel")
         self.bias = self.add_weight(shape=(self.filters,), initializer="zeros", name="bias")
         self.u = self.add_weight(shape=(self.filters,), initializer="random_normal", trainable=False, name="u",
                                  aggregation="mean")
