@@ -10,6 +10,14 @@ from t2ictl.models.backbones.base import BackboneConfig
 AUGMENTATION_NAMES = ("translation", "cutout")  # t2ictl/models/backbones/diffaugment.py AUGMENTATIONS
 
 
+def _require(config: BackboneConfig, keys: tuple[str, ...], holds, requirement: str) -> None:
+    """A ValueError naming the first of `keys` whose value `holds` rejects."""
+    for key in keys:
+        value = getattr(config, key)
+        if not holds(value):
+            raise ValueError(f"{key}: must be {requirement}, got {value}")
+
+
 @dataclass
 class DFGANConfig(BackboneConfig):
     backbone: str = "dfgan"
@@ -44,27 +52,14 @@ class DFGANConfig(BackboneConfig):
     departures = ("d_gate_init", "project_condition", "projection_head", "augment", "damsm_weight")
 
     def validate(self) -> None:
-        for key in ("nf", "z_dim"):
-            value = getattr(self, key)
-            if value <= 0:
-                raise ValueError(f"{key}: must be a positive integer, got {value}")
-        for key in ("g_lr", "d_lr", "gp_power"):
-            value = getattr(self, key)
-            if not value > 0:
-                raise ValueError(f"{key}: must be positive, got {value}")
-        for key in ("beta_1", "beta_2"):
-            value = getattr(self, key)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{key}: must be in [0, 1), got {value}")
+        _require(self, ("nf", "z_dim"), lambda v: v > 0, "a positive integer")
+        _require(self, ("g_lr", "d_lr", "gp_power"), lambda v: v > 0, "positive")
+        _require(self, ("beta_1", "beta_2"), lambda v: 0.0 <= v < 1.0, "in [0, 1)")
         unknown = set(self.augment) - set(AUGMENTATION_NAMES)
         if unknown:
             raise ValueError(f"augment: unknown {sorted(unknown)}, choose from {list(AUGMENTATION_NAMES)}")
-        for key in ("gp_weight", "damsm_weight"):
-            if not getattr(self, key) >= 0:
-                raise ValueError(f"{key}: must be zero or positive, got {getattr(self, key)}")
-        for key in ("gamma1", "gamma2", "gamma3"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
+        _require(self, ("gp_weight", "damsm_weight"), lambda v: v >= 0, "zero or positive")
+        _require(self, ("gamma1", "gamma2", "gamma3"), lambda v: v > 0, "positive")
 
 
 @dataclass
@@ -76,8 +71,7 @@ class SSAGANConfig(DFGANConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.affine_hidden <= 0:
-            raise ValueError(f"affine_hidden: must be a positive integer, got {self.affine_hidden}")
+        _require(self, ("affine_hidden",), lambda v: v > 0, "a positive integer")
 
 
 @dataclass
@@ -101,19 +95,11 @@ class AttnGANConfig(BackboneConfig):
     batch_shared_mask: bool = False  # the official attention's word mask (see the module docstring); imports set it
 
     def validate(self) -> None:
-        for key in ("stages", "gf_dim", "df_dim", "z_dim", "condition_dim", "residual_blocks"):
-            value = getattr(self, key)
-            if value <= 0:
-                raise ValueError(f"{key}: must be a positive integer, got {value}")
-        for key in ("g_lr", "d_lr", "gamma1", "gamma2", "gamma3"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key}: must be positive, got {getattr(self, key)}")
-        for key in ("beta_1", "beta_2"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"{key}: must be in [0, 1), got {getattr(self, key)}")
-        for key in ("damsm_weight", "kl_weight"):
-            if not getattr(self, key) >= 0:
-                raise ValueError(f"{key}: must be zero or positive, got {getattr(self, key)}")
+        _require(self, ("stages", "gf_dim", "df_dim", "z_dim", "condition_dim", "residual_blocks"), lambda v: v > 0,
+                 "a positive integer")
+        _require(self, ("g_lr", "d_lr", "gamma1", "gamma2", "gamma3"), lambda v: v > 0, "positive")
+        _require(self, ("beta_1", "beta_2"), lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        _require(self, ("damsm_weight", "kl_weight"), lambda v: v >= 0, "zero or positive")
 
     def image_sizes(self, image_size: int) -> list[int]:
         return [image_size // 2**k for k in reversed(range(self.stages))]
@@ -155,22 +141,11 @@ class GALIPConfig(BackboneConfig):
         if not isinstance(self.clip, str) or not self.clip.strip():
             raise ValueError('clip: must name "tiny", OpenAI\'s ViT-B-32.pt, a .npz or .weights.h5 file, a SavedModel '
                              'folder or a TF-Hub handle')
-        for key in ("nf", "z_dim", "mapper_channels", "mapper_mid_channels", "mapper_blocks"):
-            value = getattr(self, key)
-            if value <= 0:
-                raise ValueError(f"{key}: must be a positive integer, got {value}")
-        for key in ("g_lr", "d_lr", "gp_power", "align_temperature"):
-            value = getattr(self, key)
-            if not value > 0:
-                raise ValueError(f"{key}: must be positive, got {value}")
-        for key in ("beta_1", "beta_2"):
-            value = getattr(self, key)
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{key}: must be in [0, 1), got {value}")
-        for key in ("gp_weight", "sim_weight", "final_size"):
-            value = getattr(self, key)
-            if not value >= 0:
-                raise ValueError(f"{key}: must be zero or positive, got {value}")
+        _require(self, ("nf", "z_dim", "mapper_channels", "mapper_mid_channels", "mapper_blocks"), lambda v: v > 0,
+                 "a positive integer")
+        _require(self, ("g_lr", "d_lr", "gp_power", "align_temperature"), lambda v: v > 0, "positive")
+        _require(self, ("beta_1", "beta_2"), lambda v: 0.0 <= v < 1.0, "in [0, 1)")
+        _require(self, ("gp_weight", "sim_weight", "final_size"), lambda v: v >= 0, "zero or positive")
         if self.clip_input not in ("bilinear", "official"):
             raise ValueError(f'clip_input: must be "bilinear" or "official", got {self.clip_input!r}')
 
