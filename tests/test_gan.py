@@ -42,8 +42,8 @@ def untrained_sampler(run: RunDir):
 
 
 def test_a_tiny_model_overfits_a_handful_of_examples(few_shapes, tmp_path):
-    overrides = ("model.nf=8", "data.batch_size=8", "pretrain.epochs=60", "pretrain.eval_every=30", "train.epochs=300",
-                 "train.log_every=10", "train.ema_decay=0.9", "train.eval_every=200")
+    overrides = ("model.nf=8", "data.batch_size=8", "pretrain.epochs=60", "pretrain.eval_every=30", "train.epochs=150",
+                 "train.log_every=10", "train.ema_decay=0.9", "train.eval_every=100")
     recipe = tiny_recipe(few_shapes, *overrides)
     trained = trained_run(few_shapes, tmp_path / "run", *overrides)
     after = colour_match_error(runs.open_generator(trained)[0], few_shapes, recipe, trained.vocab())

@@ -76,6 +76,9 @@ def build_text_encoder(vocab_size: int, max_words: int, embedding_dim: int = 300
 def encode_captions(text_encoder: keras.Model, tokenizer, captions: list[str], batch_size: int = 256
                     ) -> Iterator[tuple[np.ndarray, dict]]:
     """(token ids [n, T], the encoder's outputs) for each chunk of `batch_size` captions, tokenized in the graph."""
+    # traced once for every chunk: eagerly, Keras's per-layer overhead (the LSTM's above all) costs more than the chunk
+    encode = tf.function(lambda tokens: text_encoder(tokens, training=False),
+                         input_signature=[tf.TensorSpec([None, tokenizer.max_words], tf.int32)])
     for start in range(0, len(captions), batch_size):
         tokens = tokenizer.ids(tf.constant(captions[start:start + batch_size]))[0]
-        yield tokens.numpy(), text_encoder(tokens, training=False)
+        yield tokens.numpy(), encode(tokens)
