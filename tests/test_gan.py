@@ -164,11 +164,10 @@ def t2ictl(*args, cwd):
                           timeout=900)
 
 
-def test_the_readme_main_job_end_to_end_at_tiny_size_and_again_to_the_bit(tmp_path):
+def test_the_readme_main_job_end_to_end_at_tiny_size(tmp_path):
     """README: prepare shapes, train (pretraining first), sample, export; here with 80 images and tiny widths, at the
     recipe's own precision (`auto`: bfloat16 on a CPU with AVX-512 BF16) and mode seeking, as the README's command runs
-    it. A second process training the same recipe and seed logs every loss and held-out metric, and ends in every
-    generator weight, equal to the bit: the main job's figures repeat on one machine."""
+    it. (That a second process repeats a run's figures: test_experiment's killed grid and test_golden's pin.)"""
     from conftest import TINY
 
     # the recipe's own precision, mode seeking and rates
@@ -181,7 +180,6 @@ def test_the_readme_main_job_end_to_end_at_tiny_size_and_again_to_the_bit(tmp_pa
         ["sample", "a large red circle on the left", "a small blue square", "--run", "runs/shapes", "-n", "3",
          "--out", "samples.png"],
         ["export", "--run", "runs/shapes", "--out", "model"],
-        ["train", "--recipe", "shapes", "--run-dir", "runs/again", *sets],
     ]
     for step in steps:
         result = t2ictl(*step, cwd=tmp_path)
@@ -191,15 +189,10 @@ def test_the_readme_main_job_end_to_end_at_tiny_size_and_again_to_the_bit(tmp_pa
     assert grid.shape == (2 * (2 * (4 + 2 * 10) + 3 * 32 + 2) + 2, 3 * (3 * 32 + 2) + 2, 3)
     assert (tmp_path / "runs" / "shapes" / "encoders" / "encoders.json").exists()
     assert (tmp_path / "model" / "saved_model.pb").exists()
-    first, second = logged_numbers(tmp_path / "runs/shapes"), logged_numbers(tmp_path / "runs/again")
+    logged = logged_numbers(tmp_path / "runs/shapes")
     expected = {"pretrain/loss", "train/g_loss", "train/mode_seeking", "train/eval/shape_accuracy"}
-    assert expected <= set(first), sorted(first)
-    assert len(first["train/g_loss"]) >= 2
-    assert first == second
-    a, b = (generator_weights(RunDir(tmp_path / "runs" / run)) for run in ("shapes", "again"))
-    assert len(a) == len(b) > 10
-    for x, y in zip(a, b):
-        np.testing.assert_array_equal(x, y)
+    assert expected <= set(logged), sorted(logged)
+    assert len(logged["train/g_loss"]) >= 2 and all(np.isfinite(v).all() for v in logged.values())
 
 
 def logged_numbers(run_path) -> dict[str, list[float]]:
