@@ -199,7 +199,8 @@ def test_both_phases_fine_tune_the_release_in_two_commands(attngan_run, tmp_path
     shutil.copytree(attngan_run["run"], run_dir)
     assert runs.RunDir(run_dir).recipe().contrastive.enabled  # the DAMSM image encoder came with the release
     before = runs.load_encoders(run_dir / "encoders")[0].text.get_weights()
-    for args in (["pretrain", "--run-dir", str(run_dir), "--resume", "--set", f'pretrain.init="{run_dir}"'],
+    for args in (["pretrain", "--run-dir", str(run_dir), "--resume", "--set", f'pretrain.init="{run_dir}"',
+                  "--set", "pretrain.epochs=1"],
                  ["train", "--run-dir", str(run_dir), "--resume", "--set", "train.epochs=2"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output + repr(result.exception)
