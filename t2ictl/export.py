@@ -27,8 +27,8 @@ class TextToImage(tf.Module):
     def __init__(self, tokenizer: GraphTokenizer, text_encoder, generator, noise_dim: int):
         super().__init__(name="t2ictl")
         self.tables = tokenizer.tables  # tracked so the vocabulary is saved with the model
-        # the weights alone are tracked: walking the Keras models' object graph doubled the time of a save
-        self.weights = [w.value for w in text_encoder.weights + generator.weights]
+        # the models are not tracked (walking their object graph doubled the time of a save), only the variables the
+        # signatures capture (signatures())
         self.models = SimpleNamespace(tokenizer=tokenizer, text_encoder=text_encoder, generator=generator)
         self.noise_dim = noise_dim
         captions = tf.TensorSpec([None], tf.string, name="captions")
@@ -36,6 +36,13 @@ class TextToImage(tf.Module):
             captions, tf.TensorSpec([], tf.int64, name="seed"), tf.TensorSpec([], tf.float32, name="truncation")])
         self.generate_with_noise = tf.function(self._images, input_signature=[
             captions, tf.TensorSpec([None, noise_dim], tf.float32, name="noise")])
+
+    def signatures(self) -> dict:
+        """The two signatures, traced; the variables they capture become tracked, so that a save holds them."""
+        traced = {"serving_default": self.generate.get_concrete_function(),
+                  "with_noise": self.generate_with_noise.get_concrete_function()}
+        self.captured = [variable for function in traced.values() for variable in function.variables]
+        return traced
 
     def _generate(self, captions, seed, truncation):
         # through the other signature's function, so that the generator is traced once
@@ -61,10 +68,7 @@ def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tf.saved_model.save(module, str(staging), signatures={
-            "serving_default": module.generate.get_concrete_function(),
-            "with_noise": module.generate_with_noise.get_concrete_function(),
-        })
+        tf.saved_model.save(module, str(staging), signatures=module.signatures())
         extra = staging / "assets.extra"
         extra.mkdir(exist_ok=True)
         shutil.copyfile(run.recipe_file, extra / "recipe.toml")
