@@ -155,6 +155,17 @@ def short_run(shapes_data, tmp_path_factory):
     return trained_run(shapes_data, tmp_path_factory.mktemp("gan") / "run")
 
 
+@pytest.fixture(scope="session")
+def two_epoch_run(shapes_data, short_run, tmp_path_factory):
+    """short_run's encoders trained two GAN epochs unbroken, the reference of the resume and move tests (read only)."""
+    import shutil
+
+    path = tmp_path_factory.mktemp("gan") / "two-epochs"
+    shutil.copytree(short_run.path / "encoders", path / "encoders")
+    shutil.copyfile(short_run.path / "vocab.json", path / "vocab.json")
+    return trained_run(shapes_data, path, "train.epochs=2")
+
+
 def checkpoint_differences(expected: dict, actual: dict) -> dict[str, float]:
     """The largest absolute difference of every float variable of two checkpoints of one run (same names)."""
     import numpy as np
