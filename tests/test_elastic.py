@@ -15,7 +15,6 @@ import tensorflow as tf
 from conftest import TINY, checkpoint_differences
 from test_distribute import free_ports
 
-
 # One process, its CPU split into two logical devices: the moved run's second epoch on two replicas, resumed from the
 # workers' first.
 LOCAL_SEGMENT = textwrap.dedent("""
@@ -69,7 +68,8 @@ def test_a_run_moves_from_two_workers_to_two_cpus_and_equals_one_device(shapes_d
     train_on_two_workers(shapes_data, moved, epochs=1)
     tests = os.path.dirname(__file__)
     result = subprocess.run([sys.executable, "-c", LOCAL_SEGMENT, tests, str(shapes_data), str(moved)],
-                            capture_output=True, text=True, timeout=900, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                            capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert result.returncode == 0, result.stderr[-3000:]
     out = " ".join(result.stdout.split())  # the console wraps long lines
     assert "runtime.strategy = 'mirrored' (was 'multiworker')" in out, out[-3000:]
