@@ -158,12 +158,17 @@ def short_run(shapes_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def two_epoch_run(shapes_data, short_run, tmp_path_factory):
     """short_run's encoders trained two GAN epochs unbroken, the reference of the resume and move tests (read only)."""
+    return trained_run(shapes_data, with_encoders(short_run, tmp_path_factory.mktemp("gan") / "two-epochs"),
+                       "train.epochs=2")
+
+
+def with_encoders(run, path: Path) -> Path:
+    """A new run folder at `path` holding the encoders and vocabulary of `run`, for a GAN phase on them."""
     import shutil
 
-    path = tmp_path_factory.mktemp("gan") / "two-epochs"
-    shutil.copytree(short_run.path / "encoders", path / "encoders")
-    shutil.copyfile(short_run.path / "vocab.json", path / "vocab.json")
-    return trained_run(shapes_data, path, "train.epochs=2")
+    shutil.copytree(run.path / "encoders", path / "encoders")
+    shutil.copyfile(run.path / "vocab.json", path / "vocab.json")
+    return path
 
 
 def checkpoint_differences(expected: dict, actual: dict) -> dict[str, float]:

@@ -5,14 +5,13 @@ test_replica_counts, test_backbones_train.)"""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
 import tensorflow as tf
-from conftest import TINY, checkpoint_differences
+from conftest import TINY, checkpoint_differences, with_encoders
 from test_distribute import free_ports
 
 # One process, its CPU split into two logical devices: the moved run's second epoch on two replicas, resumed from the
@@ -33,12 +32,6 @@ LOCAL_SEGMENT = textwrap.dedent("""
     gan.train(recipe, data, manifest_of(data), open_run(moved, recipe, data, "train", resume=True))
 """)
 STEPS_PER_EPOCH = 8  # 256 training images, 16 + 16 per step
-
-
-def with_encoders(short_run, path):
-    shutil.copytree(short_run.path / "encoders", path / "encoders")
-    shutil.copyfile(short_run.path / "vocab.json", path / "vocab.json")
-    return path
 
 
 def train_on_two_workers(data, run, epochs: int) -> list[str]:
